@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
@@ -41,8 +41,10 @@ def tx_bundle(n=1):
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"resource": {"resourceType": "ChargeItem", "status": "planned"},
-             "request": {"method": "POST", "url": "ChargeItem"}}
+            {
+                "resource": {"resourceType": "ChargeItem", "status": "planned"},
+                "request": {"method": "POST", "url": "ChargeItem"},
+            }
             for _ in range(n)
         ],
     }
@@ -53,8 +55,10 @@ def tx_answer(*statuses, outcome=None):
     for s in statuses:
         resp = {"status": s, "location": "ChargeItem/c1/_history/1", "etag": 'W/"1"'}
         if outcome and not s.startswith("2"):
-            resp["outcome"] = {"resourceType": "OperationOutcome",
-                               "issue": [{"severity": "error", "code": "conflict", "diagnostics": outcome}]}
+            resp["outcome"] = {
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "conflict", "diagnostics": outcome}],
+            }
         entries.append({"response": resp})
     return {"resourceType": "Bundle", "type": "transaction-response", "entry": entries}
 
@@ -85,8 +89,13 @@ def test_write_sends_content_type_and_body(fhir, sleeps):
 
 @pytest.mark.parametrize(
     ("rtype", "rid", "exc"),
-    [("Encounter", "../metadata", InputError), ("Encounter", "a/b", InputError), ("encounter", "e1", InputError),
-     ("Encounter", "", InputError), ("Encounter", "x" * 65, InputError)],
+    [
+        ("Encounter", "../metadata", InputError),
+        ("Encounter", "a/b", InputError),
+        ("encounter", "e1", InputError),
+        ("Encounter", "", InputError),
+        ("Encounter", "x" * 65, InputError),
+    ],
 )
 def test_read_rejects_ids_that_would_change_the_path(fhir, sleeps, rtype, rid, exc):
     with make(fhir, sleeps) as c, pytest.raises(exc):
@@ -117,7 +126,10 @@ def test_capabilities_and_get_relative_path(fhir, sleeps):
 
 
 def test_get_refuses_another_host(fhir, sleeps):
-    with make(fhir, sleeps, auth=BearerAuth("s3cret")) as c, pytest.raises(FhirFatalError, match="another host"):
+    with (
+        make(fhir, sleeps, auth=BearerAuth("s3cret")) as c,
+        pytest.raises(FhirFatalError, match="another host"),
+    ):
         c.get("http://example.invalid/fhir/Patient/1")
     assert fhir.requests == []
 
@@ -160,8 +172,10 @@ def test_status_is_sorted_and_outcome_surfaced(fhir, sleeps, status, exc):
 
 
 def test_outcome_from_details_text_and_non_outcome_bodies(fhir, sleeps):
-    body = {"resourceType": "OperationOutcome",
-            "issue": [{"severity": "error", "code": "invalid", "details": {"text": "Encounter.status missing"}}]}
+    body = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "invalid", "details": {"text": "Encounter.status missing"}}],
+    }
     fhir.on("POST", "/fhir", fhir.json(422, body))
     fhir.on("GET", "/fhir/Encounter/x", fhir.raw(500, b"<html>oops</html>", {"Content-Type": "text/html"}))
     with make(fhir, sleeps, retries=0) as c:
@@ -177,8 +191,12 @@ def test_outcome_from_details_text_and_non_outcome_bodies(fhir, sleeps):
 
 
 def test_429_retry_after_seconds_is_honoured(fhir, sleeps):
-    fhir.on("GET", "/fhir/Encounter/e1", fhir.outcome(429, "slow down", headers={"Retry-After": "7"}),
-            fhir.json(200, ENC))
+    fhir.on(
+        "GET",
+        "/fhir/Encounter/e1",
+        fhir.outcome(429, "slow down", headers={"Retry-After": "7"}),
+        fhir.json(200, ENC),
+    )
     with make(fhir, sleeps) as c:
         assert c.read("Encounter", "e1") == ENC
         assert c.stats.snapshot()["retries"] == 1
@@ -187,9 +205,12 @@ def test_429_retry_after_seconds_is_honoured(fhir, sleeps):
 
 def test_429_retry_after_http_date_is_honoured(fhir, sleeps):
     when = datetime.now(UTC) + timedelta(seconds=20)
-    fhir.on("GET", "/fhir/Encounter/e1",
-            fhir.outcome(429, "slow down", headers={"Retry-After": format_datetime(when, usegmt=True)}),
-            fhir.json(200, ENC))
+    fhir.on(
+        "GET",
+        "/fhir/Encounter/e1",
+        fhir.outcome(429, "slow down", headers={"Retry-After": format_datetime(when, usegmt=True)}),
+        fhir.json(200, ENC),
+    )
     with make(fhir, sleeps) as c:
         assert c.read("Encounter", "e1") == ENC
     assert len(sleeps) == 1 and 17.0 <= sleeps[0] <= 20.0
@@ -205,7 +226,9 @@ def test_retry_after_beyond_max_wait_is_raised_not_slept(fhir, sleeps):
 
 
 def test_503_then_success_uses_backoff_with_jitter(fhir, sleeps):
-    fhir.on("GET", "/fhir/Encounter/e1", fhir.outcome(503, "busy"), fhir.outcome(503, "busy"), fhir.json(200, ENC))
+    fhir.on(
+        "GET", "/fhir/Encounter/e1", fhir.outcome(503, "busy"), fhir.outcome(503, "busy"), fhir.json(200, ENC)
+    )
     with make(fhir, sleeps, backoff=1.0) as c:
         assert c.read("Encounter", "e1") == ENC
     assert len(sleeps) == 2
@@ -246,8 +269,12 @@ def test_transaction_not_retried_after_reset_unless_idempotent(fhir, sleeps):
 
 
 def test_transaction_retried_after_429(fhir, sleeps):
-    fhir.on("POST", "/fhir", fhir.outcome(429, "later", headers={"Retry-After": "2"}),
-            fhir.json(200, tx_answer("201 Created")))
+    fhir.on(
+        "POST",
+        "/fhir",
+        fhir.outcome(429, "later", headers={"Retry-After": "2"}),
+        fhir.json(200, tx_answer("201 Created")),
+    )
     with make(fhir, sleeps) as c:
         c.transaction(tx_bundle())
     assert sleeps == [2.0]
@@ -286,7 +313,9 @@ def test_truncated_json_body_is_temporary_then_retried(fhir, sleeps):
     assert len(sleeps) == 1
 
 
-@pytest.mark.parametrize("body", [b'{"resourceType": "Encounter", "id": "e1", "sta', b"", b"[1, 2]", b"\xff\xfe"])
+@pytest.mark.parametrize(
+    "body", [b'{"resourceType": "Encounter", "id": "e1", "sta', b"", b"[1, 2]", b"\xff\xfe"]
+)
 def test_invalid_json_on_2xx_is_temporary(fhir, sleeps, body):
     fhir.on("GET", "/fhir/Encounter/e1", fhir.raw(200, body))
     with make(fhir, sleeps, retries=0) as c, pytest.raises(FhirTemporaryError) as info:
@@ -299,7 +328,10 @@ def test_oversize_body_is_fatal(fhir, sleeps, declared):
     big = b'{"resourceType": "Bundle", "x": "' + b"a" * 5000 + b'"}'
     reply = fhir.raw(200, big) if declared else fhir.no_length(200, big)
     fhir.on("GET", "/fhir/Encounter/e1", reply)
-    with make(fhir, sleeps, max_response_bytes=1000) as c, pytest.raises(FhirFatalError, match="max_response"):
+    with (
+        make(fhir, sleeps, max_response_bytes=1000) as c,
+        pytest.raises(FhirFatalError, match="max_response"),
+    ):
         c.read("Encounter", "e1")
     assert sleeps == []
 
@@ -309,12 +341,17 @@ def test_oversize_body_is_fatal(fhir, sleeps, declared):
 
 def test_search_follows_relative_and_absolute_next_links(fhir, sleeps):
     fhir.on("GET", "/fhir/Encounter", fhir.bundle([{"id": "1"}], next_url="Encounter?page=2"))
-    fhir.on("GET", "/fhir/Encounter", fhir.bundle([{"id": "2"}], next_url=f"{fhir.base_url}/Encounter?page=3"))
+    fhir.on(
+        "GET", "/fhir/Encounter", fhir.bundle([{"id": "2"}], next_url=f"{fhir.base_url}/Encounter?page=3")
+    )
     fhir.on("GET", "/fhir/Encounter", fhir.bundle([{"id": "3"}], next_url="?page=4"))
     fhir.on("GET", "/fhir/Encounter", fhir.bundle([{"id": "4"}], next_url="/fhir/Encounter?page=5"))
     fhir.on("GET", "/fhir/Encounter", fhir.bundle([{"id": "5"}]))
     with make(fhir, sleeps, page_size=7) as c:
-        ids = [e["resource"]["id"] for e in c.search_entries("Encounter", [("date", "ge2024"), ("date", "le2025")])]
+        ids = [
+            e["resource"]["id"]
+            for e in c.search_entries("Encounter", [("date", "ge2024"), ("date", "le2025")])
+        ]
     assert ids == ["1", "2", "3", "4", "5"]
     first, *rest = fhir.requests
     assert first.query == {"date": ["ge2024", "le2025"], "_count": ["7"]}
@@ -340,12 +377,19 @@ def test_search_detects_a_next_link_loop(fhir, sleeps):
 
 @pytest.mark.parametrize(
     "next_url",
-    ["http://example.invalid/fhir/Encounter?page=2", "https://127.0.0.1:{port}/fhir/Encounter?page=2",
-     "http://127.0.0.1:1/fhir/Encounter?page=2", "//example.invalid/fhir/Encounter"],
+    [
+        "http://example.invalid/fhir/Encounter?page=2",
+        "https://127.0.0.1:{port}/fhir/Encounter?page=2",
+        "http://127.0.0.1:1/fhir/Encounter?page=2",
+        "//example.invalid/fhir/Encounter",
+    ],
 )
 def test_search_refuses_next_link_to_another_origin(fhir, sleeps, next_url):
     fhir.on("GET", "/fhir/Encounter", fhir.bundle([], next_url=next_url.format(port=fhir.port)))
-    with make(fhir, sleeps, auth=BearerAuth("s3cret")) as c, pytest.raises(FhirFatalError, match="another host"):
+    with (
+        make(fhir, sleeps, auth=BearerAuth("s3cret")) as c,
+        pytest.raises(FhirFatalError, match="another host"),
+    ):
         list(c.search("Encounter"))
     assert len(fhir.requests) == 1
 
@@ -368,11 +412,18 @@ def test_search_refuses_non_bundle(fhir, sleeps):
 
 @pytest.mark.parametrize(
     ("status", "exc"),
-    [("409 Conflict", FhirConflict), ("400 Bad Request", FhirFatalError), ("412 Precondition Failed", FhirConflict),
-     ("500 Internal Server Error", FhirFatalError), ("nonsense", FhirFatalError)],
+    [
+        ("409 Conflict", FhirConflict),
+        ("400 Bad Request", FhirFatalError),
+        ("412 Precondition Failed", FhirConflict),
+        ("500 Internal Server Error", FhirFatalError),
+        ("nonsense", FhirFatalError),
+    ],
 )
 def test_transaction_with_failed_entry_raises_with_outcome(fhir, sleeps, status, exc):
-    fhir.on("POST", "/fhir", fhir.json(200, tx_answer("201 Created", status, outcome="version conflict on c1")))
+    fhir.on(
+        "POST", "/fhir", fhir.json(200, tx_answer("201 Created", status, outcome="version conflict on c1"))
+    )
     with make(fhir, sleeps) as c, pytest.raises(exc) as info:
         c.transaction(tx_bundle(2))
     assert type(info.value) is exc
@@ -388,7 +439,9 @@ def test_transaction_answer_with_wrong_entry_count_is_fatal(fhir, sleeps):
 
 
 def test_batch_returns_mixed_results(fhir, sleeps):
-    fhir.on("POST", "/fhir", fhir.json(200, tx_answer("201 Created", "404 Not Found", outcome="no such thing")))
+    fhir.on(
+        "POST", "/fhir", fhir.json(200, tx_answer("201 Created", "404 Not Found", outcome="no such thing"))
+    )
     batch = dict(tx_bundle(2), type="batch")
     with make(fhir, sleeps) as c:
         results = parse_transaction_response(c.batch(batch))
@@ -404,8 +457,10 @@ def test_transaction_refuses_wrong_bundle_type(fhir, sleeps):
 @pytest.mark.parametrize(
     ("response", "expected"),
     [
-        ({"status": "201 Created", "location": "http://h/fhir/ChargeItem/9/_history/2", "etag": 'W/"2"'},
-         EntryResult(201, "http://h/fhir/ChargeItem/9/_history/2", 'W/"2"', None)),
+        (
+            {"status": "201 Created", "location": "http://h/fhir/ChargeItem/9/_history/2", "etag": 'W/"2"'},
+            EntryResult(201, "http://h/fhir/ChargeItem/9/_history/2", 'W/"2"', None),
+        ),
         ({"status": "200"}, EntryResult(200, None, None, None)),
         ({}, EntryResult(0, None, None, None)),
     ],
@@ -417,7 +472,12 @@ def test_parse_transaction_response(response, expected):
 
 @pytest.mark.parametrize(
     ("location", "reference"),
-    [("http://h/fhir/ChargeItem/9/_history/2", "ChargeItem/9"), ("Task/t1", "Task/t1"), (None, None), ("x", None)],
+    [
+        ("http://h/fhir/ChargeItem/9/_history/2", "ChargeItem/9"),
+        ("Task/t1", "Task/t1"),
+        (None, None),
+        ("x", None),
+    ],
 )
 def test_entry_reference(location, reference):
     assert EntryResult(201, location).reference == reference
@@ -428,8 +488,15 @@ def test_entry_reference(location, reference):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("5", 5.0), (" 1.5 ", 1.5), ("-3", 0.0), ("", None), (None, None), ("soon", None),
-     ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+    [
+        ("5", 5.0),
+        (" 1.5 ", 1.5),
+        ("-3", 0.0),
+        ("", None),
+        (None, None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ],
 )
 def test_parse_retry_after(value, expected):
     assert parse_retry_after(value) == expected
@@ -444,7 +511,9 @@ def test_parse_retry_after_date_relative_to_now():
 def test_outcome_text_ignores_other_resources():
     assert outcome_text({"resourceType": "Bundle"}) is None
     assert outcome_text({"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]}) is None
-    assert outcome_text({"resourceType": "OperationOutcome", "issue": [{"diagnostics": "x" * 5000}]}).endswith("…")
+    assert outcome_text(
+        {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "x" * 5000}]}
+    ).endswith("…")
 
 
 # --- auth refresh, TLS opt-out, logging, stats -----------------------------------------------------
@@ -472,7 +541,10 @@ def test_401_twice_is_an_auth_error(fhir, sleeps, rsa_pem, token_endpoint):
 
 def test_403_and_static_credentials_are_not_retried(fhir, sleeps, rsa_pem, token_endpoint):
     fhir.on("POST", "/fhir", fhir.outcome(403, "scope does not permit create"))
-    with make(fhir, sleeps, auth=SmartBackendAuth("ptbill", rsa_pem)) as c, pytest.raises(FhirAuthError) as info:
+    with (
+        make(fhir, sleeps, auth=SmartBackendAuth("ptbill", rsa_pem)) as c,
+        pytest.raises(FhirAuthError) as info,
+    ):
         c.transaction(tx_bundle())
     assert info.value.status == 403 and "scope does not permit create" in str(info.value)
     assert len(token_endpoint.forms) == 1
@@ -484,10 +556,18 @@ def test_403_and_static_credentials_are_not_retried(fhir, sleeps, rsa_pem, token
 
 
 def test_token_endpoint_rejection_is_not_retried_as_a_401(fhir, sleeps, rsa_pem):
-    fhir.always("GET", "/fhir/.well-known/smart-configuration",
-                fhir.json(200, {"token_endpoint": f"{fhir.root}/auth/token"}))
-    fhir.on("POST", "/auth/token", fhir.json(401, {"error": "invalid_client", "error_description": "bad sig"}))
-    with make(fhir, sleeps, auth=SmartBackendAuth("ptbill", rsa_pem)) as c, pytest.raises(FhirAuthError) as info:
+    fhir.always(
+        "GET",
+        "/fhir/.well-known/smart-configuration",
+        fhir.json(200, {"token_endpoint": f"{fhir.root}/auth/token"}),
+    )
+    fhir.on(
+        "POST", "/auth/token", fhir.json(401, {"error": "invalid_client", "error_description": "bad sig"})
+    )
+    with (
+        make(fhir, sleeps, auth=SmartBackendAuth("ptbill", rsa_pem)) as c,
+        pytest.raises(FhirAuthError) as info,
+    ):
         c.read("Encounter", "e1")
     assert "invalid_client bad sig" in str(info.value)
     assert len(fhir.to("/auth/token")) == 1 and fhir.to("/fhir/Encounter/e1") == []
@@ -507,8 +587,12 @@ def test_verify_false_warns_once(fhir, sleeps, caplog):
 
 def test_logs_carry_no_query_strings_or_bodies(fhir, sleeps, caplog):
     caplog.set_level(logging.DEBUG, logger="integration.fhir")
-    fhir.on("GET", "/fhir/Patient", fhir.outcome(503, "busy"),
-            fhir.bundle([{"resourceType": "Patient", "name": [{"family": "Zyxwabc"}]}]))
+    fhir.on(
+        "GET",
+        "/fhir/Patient",
+        fhir.outcome(503, "busy"),
+        fhir.bundle([{"resourceType": "Patient", "name": [{"family": "Zyxwabc"}]}]),
+    )
     with make(fhir, sleeps) as c:
         list(c.search("Patient", {"family": "Zyxwabc", "birthdate": "1931-02-03"}))
     assert caplog.records, "expected request logging"
