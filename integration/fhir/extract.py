@@ -316,25 +316,19 @@ class _Resolver:
                 if rt is None:
                     continue
                 for system, value in _identifier_pairs(res):
-                    idx.setdefault((rt, system, value), res)
-                    idx.setdefault((rt, None, value), res)
+                    for t in (rt, "*"):
+                        idx.setdefault((t, system, value), res)
+                        idx.setdefault((t, None, value), res)
             self._by_identifier = idx
         return self._by_identifier
 
     def by_identifier(self, rtype: str | None, system: str | None, value: str) -> dict[str, Any] | None:
-        idx = self._identifier_index()
-        if rtype:
-            return idx.get((rtype, system, value))
-        for (_rt, sys_, val), res in idx.items():  # type unknown (identifier-only ref without type)
-            if sys_ == system and val == value:
-                return res
-        return None
+        # rtype None: an identifier-only reference without Reference.type; any resource type matches
+        return self._identifier_index().get((rtype or "*", system, value))
 
     def resolve(self, ref: Any, owner: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
-        """Reference object (or string) -> the related resource, or None."""
-        if isinstance(ref, str):
-            ref = {"reference": ref}
-        if not isinstance(ref, dict):
+        """Reference object -> the related resource, or None."""
+        if not isinstance(ref, dict):  # a bare string is not a Reference: not read
             return None
         raw = _s(ref.get("reference"))
         if raw is not None:
@@ -385,8 +379,6 @@ class _Resolver:
             raw = _s(ref.get("reference"))
             if raw and not raw.startswith(("urn:", "#")):
                 return reference_key(raw)
-        elif isinstance(ref, str) and not ref.startswith(("urn:", "#")):
-            return reference_key(ref)
         return None
 
 
