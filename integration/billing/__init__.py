@@ -1,58 +1,41 @@
-"""Billing rules (placeholder: one line per code, CMS total-time units; replaced by the engine)."""
+"""Billing rules engine (pure): classified interventions of one encounter -> billing lines.
+
+Public API::
+
+    bill(facts, classified, tables, *, edits=None) -> BillingResult
+    BillingResult(lines, findings, actions, flags, skipped, payer_profile)
+
+Official CMS NCCI files: ``load_ptp_file(path)``, ``load_mue_file(path)``; pass them as
+``bill(..., edits=OfficialEdits(ptp=..., mue=...))`` or install once with
+``register_official_edits(OfficialEdits(...))``. Without them the seed tables in
+mappings/billing/ are used. See integration/billing/engine.py for the order of rules.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from integration.model import (
-    ActionItem,
-    BillingLine,
-    ClassifiedIntervention,
-    EncounterFacts,
-    Finding,
-    FlagItem,
-    Modifier,
-    Skipped,
-    UNSUPPORTED,
+from integration.billing.engine import BillingResult, bill
+from integration.billing.ncci import (
+    MueEdit,
+    OfficialEdits,
+    PtpEdit,
+    load_mue_file,
+    load_ptp_file,
+    official_edits,
+    register_official_edits,
 )
-from mappings.loader import Tables
+from integration.billing.units import allocate, ama_units, cms_total_units
 
-
-@dataclass(frozen=True)
-class BillingResult:
-    lines: tuple[BillingLine, ...] = ()
-    findings: tuple[Finding, ...] = ()
-    actions: tuple[ActionItem, ...] = ()
-    flags: tuple[FlagItem, ...] = ()
-    skipped: tuple[Skipped, ...] = ()
-
-
-def bill(
-    facts: EncounterFacts, classified: tuple[ClassifiedIntervention, ...], tables: Tables
-) -> BillingResult:
-    codes = {r.code: r for r in tables.active("billable_codes", facts.date_of_service)}
-    minutes: dict[str, int] = {}
-    procs: dict[str, list[str]] = {}
-    for ci in classified:
-        code = ci.classification.code
-        if code == UNSUPPORTED or code not in codes:
-            continue
-        minutes[code] = minutes.get(code, 0) + (ci.intervention.minutes or 0)
-        procs.setdefault(code, []).append(ci.intervention.id)
-    total = sum(m for c, m in minutes.items() if codes[c].timed)
-    n = (total + 7) // 15 if total >= 8 else 0
-    lines = []
-    for code, m in sorted(minutes.items()):
-        units = 1 if not codes[code].timed else min(n, max(1, (m + 7) // 15)) if m >= 8 else 0
-        if units:
-            lines.append(
-                BillingLine(
-                    code=code,
-                    units=units,
-                    date_of_service=facts.date_of_service,
-                    modifiers=(Modifier("GP", "MOD-GP", "always-therapy code furnished by PT"),),
-                    minutes=m,
-                    procedure_ids=tuple(procs[code]),
-                )
-            )
-    return BillingResult(lines=tuple(lines))
+__all__ = [
+    "BillingResult",
+    "MueEdit",
+    "OfficialEdits",
+    "PtpEdit",
+    "allocate",
+    "ama_units",
+    "bill",
+    "cms_total_units",
+    "load_mue_file",
+    "load_ptp_file",
+    "official_edits",
+    "register_official_edits",
+]
