@@ -608,7 +608,7 @@ class FhirClient:
                 headers=headers,
                 timeout=self.timeout,
                 stream=True,
-                allow_redirects=(method == "GET"),
+                allow_redirects=False,  # a redirect is reported, not followed (see below)
             )
         except requests.RequestException as e:
             self.stats._record(method, "transport", 0, sent)
@@ -672,6 +672,12 @@ class FhirClient:
         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         cls = error_class_for(status)
         reason = resp.reason or ""
+        if 300 <= status < 400 and resp.headers.get("Location"):
+            # not followed: credentials must not travel to another URL, and a POST must not turn into a
+            # GET. A redirecting FHIR base is a configuration problem (e.g. http:// vs https://).
+            reason += (
+                f" (redirect to {strip_query(urljoin(url, resp.headers['Location']))}; fix the base URL)"
+            )
         raise cls(
             f"{method} {safe_url}: HTTP {status} {reason}".rstrip() + (f": {outcome}" if outcome else ""),
             status=status,

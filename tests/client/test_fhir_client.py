@@ -618,3 +618,14 @@ def test_stats_count_requests_by_method_and_status(fhir, sleeps):
     assert snap["bytes_sent"] == len(b"".join(r.body for r in fhir.requests))
     assert snap["bytes_received"] > 0
     assert snap["errors"] == {"FhirNotFound": 1}
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_reported_not_followed(fhir, sleeps, status):
+    location = "https://elsewhere.example/fhir/Encounter/e1?token=abc"
+    fhir.on("GET", "/fhir/Encounter/e1", fhir.raw(status, b"", {"Location": location}))
+    with make(fhir, sleeps, auth=BearerAuth("s3cret")) as c, pytest.raises(FhirFatalError) as info:
+        c.read("Encounter", "e1")
+    assert info.value.status == status
+    assert "https://elsewhere.example/fhir/Encounter/e1" in str(info.value) and "abc" not in str(info.value)
+    assert len(fhir.requests) == 1

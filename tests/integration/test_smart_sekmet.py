@@ -13,9 +13,9 @@ from integration.fhir.auth import BearerAuth, SmartBackendAuth
 from integration.fhir.client import FhirClient, parse_transaction_response
 
 try:  # works whether or not tests/ is a package
-    from tests.integration.sekmet_server import SekmetServer, sekmet_executable
+    from tests.integration.sekmet_server import SekmetServer, SekmetStartError, sekmet_executable
 except ImportError:  # pragma: no cover - rootdir-relative import without tests/__init__.py
-    from sekmet_server import SekmetServer, sekmet_executable  # type: ignore[no-redef]
+    from sekmet_server import SekmetServer, SekmetStartError, sekmet_executable  # type: ignore[no-redef]
 
 pytestmark = [
     pytest.mark.integration,
@@ -161,3 +161,11 @@ def test_revoked_token_triggers_one_reauthentication(sekmet: SekmetServer, keys:
         list(c.search("Encounter", {"_count": 1}))
         assert auth.token_requests == 2
         assert c.stats.snapshot()["auth_refreshes"] == 1
+
+
+def test_sekmet_server_reports_a_failed_start(tmp_path, capsys):
+    bad = SekmetServer(tmp_path, extra_settings={"server_auth": {"types": ["kerberos"]}}, startup_timeout=20)
+    with pytest.raises(SekmetStartError, match="exited with code"):
+        bad.start()
+    assert bad.process is None
+    assert "sekmet log tail" in capsys.readouterr().err
