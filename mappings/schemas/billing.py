@@ -176,7 +176,9 @@ SCHEMAS: dict[str, Schema[Any]] = {
     "payer_match": Schema(row_model=PayerMatch, key=("kind", "value")),
     "payer_code_rules": Schema(row_model=PayerCodeRule, key=("profile", "code")),
     "kx_thresholds": Schema(row_model=KxThreshold, key=("year", "bucket")),
-    "fee_schedule": Schema(row_model=FeeScheduleRow, key=("code",), crossref=_codes_known("fee_schedule", ("code",))),
+    "fee_schedule": Schema(
+        row_model=FeeScheduleRow, key=("code",), crossref=_codes_known("fee_schedule", ("code",))
+    ),
     "ncci_ptp_seed": Schema(row_model=PtpSeedRow, key=("column1", "column2")),
     "mue_seed": Schema(row_model=MueSeedRow, key=("code",)),
     "discipline_roles": Schema(row_model=DisciplineRole, key=("system", "code")),
