@@ -32,13 +32,14 @@ URL (suffix)                      on                    value
 ``total-treatment-minutes``       Encounter             same: documented total treatment time
 ``visit-number``                  Encounter (then       valueInteger / valuePositiveInt: this visit's
                                   EpisodeOfCare)        ordinal within the episode
-``last-progress-report-visit``    EpisodeOfCare (then   valueInteger / valuePositiveInt: visit number of
-                                  Encounter)            the last progress report
-``poc-certified-date``            EpisodeOfCare (then   valueDate / valueDateTime: date the current plan
-                                  Encounter)            of care was certified
+``last-progress-report-visit``    Encounter (then       valueInteger / valuePositiveInt: visit number of
+                                  EpisodeOfCare)        the last progress report before this visit
+``poc-certified-date``            Encounter (then       valueDate / valueDateTime: date the current plan
+                                  EpisodeOfCare)        of care was certified
 ================================  ====================  =============================================
 
-``Encounter.length`` (a Duration in ``min``/``h``/``s``) is read as the total treatment minutes when the
+A value on the Encounter wins over the same extension on its EpisodeOfCare (the Encounter can say
+what held at that visit). ``Encounter.length`` (a Duration in ``min``/``h``/``s``) is read as the total treatment minutes when the
 ``total-treatment-minutes`` extension is absent. The episode start is ``EpisodeOfCare.period.start``.
 
 Minutes of an intervention are ``performedPeriod.end - performedPeriod.start`` in whole minutes (rounded
