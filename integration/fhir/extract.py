@@ -39,8 +39,9 @@ URL (suffix)                      on                    value
 ================================  ====================  =============================================
 
 A value on the Encounter wins over the same extension on its EpisodeOfCare (the Encounter can say
-what held at that visit). ``Encounter.length`` (a Duration in ``min``/``h``/``s``) is read as the total treatment minutes when the
-``total-treatment-minutes`` extension is absent. The episode start is ``EpisodeOfCare.period.start``.
+what held at that visit). ``Encounter.length`` (a Duration in ``min``/``h``/``s``/``d``) is read as the
+total treatment minutes when the ``total-treatment-minutes`` extension is absent. The episode start is
+``EpisodeOfCare.period.start``.
 
 Minutes of an intervention are ``performedPeriod.end - performedPeriod.start`` in whole minutes (rounded
 down, never up), ``None`` when either end is missing, has no time of day, cannot be parsed, mixes
