@@ -1,18 +1,28 @@
-"""Intervention classification (placeholder: trusts a billable CPT/HCPCS coding; replaced by the engine)."""
+"""Intervention classification: one documented intervention -> a CPT/HCPCS code (or UNSUPPORTED).
+
+Public API (pure; no Celery, HTTP or settings):
+  classify(itv, tables, *, on=None) -> Classification
+  therapy_relevance(itv, tables) -> None when the procedure looks like rehab therapy, else a skip reason
+
+The rules, lexicons and code maps are data in mappings/classify/*.yaml; see integration.classify.engine.
+"""
 
 from __future__ import annotations
 
 from datetime import date
 
-from integration.model import CPT, HCPCS_SYSTEMS, UNSUPPORTED, Classification, Evidence, Intervention
+from integration.classify.engine import classify_with, compiled_for, relevance_with
+from integration.model import Classification, Intervention
 from mappings.loader import Tables
+
+__all__ = ["classify", "therapy_relevance"]
 
 
 def classify(itv: Intervention, tables: Tables, *, on: date | None = None) -> Classification:
-    known = {r.code for r in tables.active("billable_codes", on)}
-    for c in itv.codings:
-        if c.system in (CPT, *HCPCS_SYSTEMS) and c.code in known:
-            return Classification(
-                code=c.code, confidence=0.5, evidence=(Evidence("coding", f"{c.system}|{c.code}"),)
-            )
-    return Classification(code=UNSUPPORTED, confidence=0.0)
+    """Classify one intervention as of the date of service ``on`` (rows in force then; all rows when None)."""
+    return classify_with(compiled_for(tables, on or itv.performed_date), itv)
+
+
+def therapy_relevance(itv: Intervention, tables: Tables) -> str | None:
+    """None when ``itv`` looks like a rehab-therapy intervention, otherwise a short skip reason."""
+    return relevance_with(compiled_for(tables, itv.performed_date), itv)

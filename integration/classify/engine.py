@@ -1,0 +1,633 @@
+"""The intervention classifier: signals from codings and text, then ordered rules from mappings/classify.
+
+Pure: plain data in, frozen dataclasses out. Tables are compiled once per Tables object and period of validity
+(the rows in force change only at effective/expires boundaries), never per call.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from integration.classify.text import BREAK, Abbrev, Hit, Normalizer, Phrase, PhraseMatcher
+from integration.model import (
+    CPT,
+    HCPCS_SYSTEMS,
+    SNOMED,
+    UNSUPPORTED,
+    Classification,
+    Coding,
+    Evidence,
+    Finding,
+    Intervention,
+)
+from mappings.loader import Tables
+from mappings.schemas.classify import _SIG_RX, LEXICON_TABLES
+
+CLASSIFY_TABLES = (
+    "classify_concepts",
+    "classify_signals",
+    "classify_code_map",
+    "classify_abbreviations",
+    "classify_rules",
+    "classify_doc_requirements",
+    *LEXICON_TABLES,
+)
+_DEFAULT_CTX = ("main", "intent", "cue")
+_ALL_CTX = ("main", "intent", "cue", "goal")
+_NEG_SPAN = 4
+_MODALITY_CODES = frozenset({"97010", "97012", "97016", "97018", "97022", "97032", "97033", "97035", "G0283"})
+_MANUAL_CODES = frozenset({"97140", "97124"})
+_CODE_CONFLICT_SOURCE = (
+    "ptbill: a coded CPT is evidence, not truth (billing-rules.md §5.1: notes must match the claim)"
+)
+
+
+# --- compiled form -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expr:
+    ctxs: tuple[str, ...]
+    name: str
+    prefix: bool
+    text: str
+
+    @staticmethod
+    def parse(text: str) -> Expr:
+        m = _SIG_RX.match(text)
+        if m is None:  # rejected by the schema already
+            raise ValueError(text)
+        ctx, name, star = m.group(1), m.group(2), m.group(3)
+        ctxs = _DEFAULT_CTX if ctx is None else (_ALL_CTX if ctx == "any" else (ctx,))
+        return Expr(ctxs, name, bool(star), text)
+
+
+@dataclass(frozen=True)
+class CRule:
+    id: str
+    concept: str
+    all: tuple[Expr, ...]
+    any: tuple[Expr, ...]
+    none: tuple[Expr, ...]
+    confidence: float
+    alternatives: tuple[str, ...]
+    alternatives_if: tuple[tuple[Expr, str], ...]
+    finding: tuple[str, str, str] | None  # (code, severity, message)
+    kind: str
+    source: str
+
+
+@dataclass(frozen=True)
+class CDoc:
+    id: str
+    concept: str
+    finding_code: str
+    severity: str
+    message: str
+    any_signals: tuple[Expr, ...]
+    fields: tuple[str, ...]
+    source: str
+
+
+@dataclass
+class Compiled:
+    normalizer: Normalizer
+    matcher: PhraseMatcher
+    concept_code: dict[str, str]
+    concept_label: dict[str, str]
+    concept_alts: dict[str, tuple[str, ...]]
+    rules: tuple[CRule, ...]
+    docs: dict[str, tuple[CDoc, ...]]
+    code_map: dict[tuple[str, str], Any]
+    local_map: dict[str, Any]
+    therapy_signals: frozenset[str]
+    specific_signals: frozenset[str]
+    weight_class: dict[str, str]
+    billable: frozenset[str]
+
+
+def _compile(tables: Tables, on: date | None) -> Compiled:
+    def rows(name: str) -> tuple[Any, ...]:
+        return tables.active(name, on)
+
+    normalizer = Normalizer(
+        Abbrev(r.match, r.expansion, r.case_sensitive) for r in rows("classify_abbreviations")
+    )
+    phrases: list[Phrase] = []
+    for name in LEXICON_TABLES:
+        for r in rows(name):
+            sigs = (r.signal, *r.also)
+            phrases.extend(Phrase.parse(p, sigs, r.weight, r.id) for p in r.phrases)
+    sig_rows = rows("classify_signals")
+    concepts = rows("classify_concepts")
+    rules = []
+    for r in sorted(rows("classify_rules"), key=lambda r: r.order):
+        finding = (r.finding_code, r.finding_severity, r.finding_message) if r.finding_code else None
+        rules.append(
+            CRule(
+                id=r.id,
+                concept=r.concept,
+                all=tuple(Expr.parse(e) for e in r.all),
+                any=tuple(Expr.parse(e) for e in r.any),
+                none=tuple(Expr.parse(e) for e in r.none),
+                confidence=r.confidence,
+                alternatives=tuple(r.alternatives),
+                alternatives_if=tuple((Expr.parse(d["when"]), d["concept"]) for d in r.alternatives_if),
+                finding=finding,
+                kind=r.kind,
+                source=r.source,
+            )
+        )
+    docs: dict[str, list[CDoc]] = {}
+    for d in rows("classify_doc_requirements"):
+        docs.setdefault(d.concept, []).append(
+            CDoc(
+                d.id,
+                d.concept,
+                d.finding_code,
+                d.severity,
+                d.message,
+                tuple(Expr.parse(e) for e in d.any_signals),
+                tuple(d.fields),
+                d.source,
+            )
+        )
+    code_map: dict[tuple[str, str], Any] = {}
+    local_map: dict[str, Any] = {}
+    for r in rows("classify_code_map"):
+        if r.system == "local":
+            local_map[r.code] = r
+        else:
+            code_map[(r.system, r.code)] = r
+    billable = (
+        frozenset(r.code for r in tables.active("billable_codes", on))
+        if "billable_codes" in tables
+        else frozenset()
+    )
+    return Compiled(
+        normalizer=normalizer,
+        matcher=PhraseMatcher(phrases),
+        concept_code={c.concept: c.code for c in concepts},
+        concept_label={c.concept: c.label for c in concepts},
+        concept_alts={c.concept: tuple(c.alternatives) for c in concepts},
+        rules=tuple(rules),
+        docs={k: tuple(v) for k, v in docs.items()},
+        code_map=code_map,
+        local_map=local_map,
+        therapy_signals=frozenset(r.signal for r in sig_rows if r.therapy),
+        specific_signals=frozenset(r.signal for r in sig_rows if r.specific),
+        weight_class={r.signal: r.weight_class for r in sig_rows if r.weight_class != "none"},
+        billable=billable,
+    )
+
+
+@dataclass
+class _Entry:
+    tables: Tables
+    boundaries: list[date]
+    by_period: dict[int, Compiled] = field(default_factory=dict)
+
+
+_CACHE: dict[int, _Entry] = {}
+_LOCK = threading.Lock()
+_CACHE_MAX = 8
+
+
+def compiled_for(tables: Tables, on: date | None = None) -> Compiled:
+    """The compiled classifier for ``tables`` as of ``on`` (cached per Tables object and validity period)."""
+    entry = _CACHE.get(id(tables))
+    if entry is None or entry.tables is not tables:
+        bounds: set[date] = set()
+        for name in (*CLASSIFY_TABLES, "billable_codes"):
+            if name not in tables:
+                continue
+            for r in tables[name].rows:
+                bounds.add(r.effective)
+                if r.expires is not None:
+                    bounds.add(r.expires + timedelta(days=1))
+        entry = _Entry(tables, sorted(bounds))
+        with _LOCK:
+            if len(_CACHE) >= _CACHE_MAX:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[id(tables)] = entry
+    period = -1 if on is None else bisect.bisect_right(entry.boundaries, on)
+    comp = entry.by_period.get(period)
+    if comp is None:
+        comp = _compile(tables, on)
+        with _LOCK:
+            entry.by_period[period] = comp
+    return comp
+
+
+# --- signals from one intervention -------------------------------------------------------------
+
+
+@dataclass
+class Signals:
+    ctx: dict[str, set[str]]  # context -> signals
+    prefixes: dict[str, set[str]]  # context -> every dotted prefix of its signals
+    hits: list[tuple[str, str, Hit | None, str | None]]  # (signal, context, hit, coding evidence)
+    group_count_ok: bool = False
+
+    def add(self, sig: str, ctx: str, hit: Hit | None = None, coding: str | None = None) -> None:
+        self.ctx[ctx].add(sig)
+        pref = self.prefixes[ctx]
+        parts = sig.split(".")
+        for k in range(1, len(parts) + 1):
+            pref.add(".".join(parts[:k]))
+        self.hits.append((sig, ctx, hit, coding))
+
+    def has(self, e: Expr) -> bool:
+        if e.prefix:
+            return any(e.name in self.prefixes[c] for c in e.ctxs)
+        return any(e.name in self.ctx[c] for c in e.ctxs)
+
+    def phrases_for(self, e: Expr) -> list[str]:
+        out = []
+        for sig, ctx, hit, coding in self.hits:
+            if ctx not in e.ctxs:
+                continue
+            if sig == e.name or (e.prefix and sig.startswith(e.name + ".")):
+                if hit is not None:
+                    out.append(hit.text)
+                elif coding is not None:
+                    out.append(coding)
+        return out
+
+    def without(self, families: tuple[str, ...]) -> Signals:
+        s = _empty_signals()
+        for sig, ctx, hit, coding in self.hits:
+            if not sig.startswith(families):
+                s.add(sig, ctx, hit, coding)
+        s.group_count_ok = self.group_count_ok
+        return s
+
+
+def _empty_signals() -> Signals:
+    return Signals({c: set() for c in _ALL_CTX}, {c: set() for c in _ALL_CTX}, [])
+
+
+_SPAN_MARKERS = {
+    "marker.intent": "intent",
+    "marker.intent_task": "intent",
+    "marker.goal": "goal",
+    "marker.cue": "cue",
+}
+
+
+def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple[str, str, Hit]]]:
+    """Tokens and (signal, context, hit) triples for one piece of text; negated hits are dropped."""
+    toks = comp.normalizer.tokens(text)
+    hits = comp.matcher.scan(toks)
+    out: list[tuple[str, str, Hit]] = []
+    ctx = "main"
+    neg_until = -1
+    # walk hits in order, resetting context at clause breaks
+    breaks = [i for i, t in enumerate(toks) if t == BREAK]
+    bi = 0
+    for h in hits:
+        while bi < len(breaks) and breaks[bi] < h.start:
+            ctx = "main"
+            neg_until = -1
+            bi += 1
+        sigs = h.phrase.signals
+        lead = sigs[0]
+        if h.start < neg_until:
+            continue  # negated: ignore (markers included)
+        if lead == "marker.negation":
+            neg_until = h.end + _NEG_SPAN
+            continue
+        if lead in _SPAN_MARKERS:
+            if ctx in ("goal",):
+                out.append((lead, ctx, h))
+                continue
+            out.append((lead, ctx if lead != "marker.goal" else "goal", h))
+            ctx = _SPAN_MARKERS[lead]
+            continue
+        for s in sigs:
+            out.append((s, ctx, h))
+    return toks, out
+
+
+def collect(comp: Compiled, itv: Intervention) -> tuple[Signals, tuple[str, ...], list[Coding]]:
+    """Signals of an intervention, its tokens and the billable codings found on it."""
+    sig = _empty_signals()
+    coded: list[Coding] = []
+    text = itv.full_text()
+    display_parts: list[str] = []
+    for c in itv.codings:
+        system, code = c.system or "", (c.code or "").strip()
+        if not code:
+            continue
+        row = None
+        if system == CPT:
+            row = comp.code_map.get(("cpt", code))
+            if row is not None or code in comp.billable:
+                coded.append(Coding("cpt", code, c.display))
+        elif system in HCPCS_SYSTEMS or system.startswith("https://www.cms.gov/Medicare/Coding/HCPCS"):
+            row = comp.code_map.get(("hcpcs", code))
+            if row is not None or code in comp.billable:
+                coded.append(Coding("hcpcs", code, c.display))
+        elif system == SNOMED:
+            row = comp.code_map.get(("snomed", code))
+            if c.display:
+                display_parts.append(c.display)
+        else:
+            row = comp.local_map.get(code)
+            if c.display:
+                display_parts.append(c.display)
+        if row is not None:
+            for s in row.signals:
+                sig.add(s, "main", None, f"{system}|{code}")
+    if not text.strip() and display_parts:
+        text = " . ".join(display_parts)
+    toks, triples = text_signals(comp, text)
+    for s, ctx, h in triples:
+        if s == "group.count":
+            if not _group_count_ok(h.text):
+                continue
+            sig.group_count_ok = True
+        sig.add(s, ctx, h)
+    if itv.group_size is not None and itv.group_size >= 2:
+        sig.add("ctx.group_size", "main", None, f"group_size={itv.group_size}")
+    _derive(comp, sig)
+    return sig, toks, coded
+
+
+def _group_count_ok(matched: str) -> bool:
+    for t in matched.split():
+        if t.isdigit():
+            n = int(t)
+            return 2 <= n <= 100
+    return False
+
+
+def _derive(comp: Compiled, sig: Signals) -> None:
+    ex_w = task_w = 0.0
+    seen: set[tuple[int, str]] = set()
+    for s, ctx, hit, _ in sig.hits:
+        if ctx != "main" or hit is None:
+            continue
+        wc = comp.weight_class.get(s)
+        if wc is None or (hit.start, wc) in seen:
+            continue
+        seen.add((hit.start, wc))
+        if wc == "exercise":
+            ex_w += hit.phrase.weight
+        elif wc == "task":
+            task_w += hit.phrase.weight
+    if task_w > ex_w:
+        sig.add("form.task_dominant", "main")
+    elif ex_w > 0:
+        sig.add("form.exercise_dominant", "main")
+    if ex_w > 0 and task_w == 0:
+        sig.add("form.exercise_only", "main")
+    spec = comp.specific_signals
+    if any(s in spec for c in _DEFAULT_CTX for s in sig.ctx[c]):
+        sig.add("derived.specific", "main")
+
+
+# --- rules -------------------------------------------------------------------------------------
+
+
+def _fires(rule: CRule, sig: Signals) -> bool:
+    if any(not sig.has(e) for e in rule.all):
+        return False
+    if rule.any and not any(sig.has(e) for e in rule.any):
+        return False
+    return not any(sig.has(e) for e in rule.none)
+
+
+def _decide(comp: Compiled, sig: Signals) -> CRule:
+    for rule in comp.rules:
+        if _fires(rule, sig):
+            return rule
+    raise LookupError("classify_rules has no catch-all rule")  # the shipped table ends with R-ABSTAIN-NONE
+
+
+def _alternatives(comp: Compiled, rule: CRule, sig: Signals, code: str) -> list[str]:
+    alts: list[str] = list(comp.concept_alts.get(rule.concept, ()))
+    alts.extend(comp.concept_code[c] for c in rule.alternatives)
+    for e, c in rule.alternatives_if:
+        if sig.has(e):
+            alts.append(comp.concept_code[c])
+    return _uniq(a for a in alts if a != code)
+
+
+def _uniq(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for i in items:
+        seen.setdefault(i, None)
+    return list(seen)
+
+
+def _evidence(rule: CRule, sig: Signals) -> list[Evidence]:
+    ev = [Evidence("rule", rule.id, rule.id)]
+    seen: set[str] = set()
+    for e in (*rule.all, *rule.any):
+        if not sig.has(e):
+            continue
+        for p in sig.phrases_for(e):
+            if p in seen:
+                continue
+            seen.add(p)
+            kind = "coding" if "|" in p else "phrase"
+            ev.append(Evidence(kind, p, rule.id))  # type: ignore[arg-type]
+            if len(ev) >= 6:
+                return ev
+    return ev
+
+
+def _doc_findings(comp: Compiled, concept: str, sig: Signals, itv: Intervention, code: str) -> list[Finding]:
+    out = []
+    for d in comp.docs.get(concept, ()):
+        if any(sig.has(e) for e in d.any_signals):
+            continue
+        if any(getattr(itv, f) for f in d.fields):
+            continue
+        out.append(
+            Finding(
+                code=d.finding_code,
+                severity=d.severity,  # type: ignore[arg-type]
+                message=d.message,
+                rule_id=d.id,
+                source=d.source,
+                procedure_ids=(itv.id,),
+                line_code=code,
+            )
+        )
+    return out
+
+
+def classify_with(comp: Compiled, itv: Intervention) -> Classification:
+    sig, _toks, coded = collect(comp, itv)
+    rule = _decide(comp, sig)
+    code = comp.concept_code[rule.concept]
+    alts = _alternatives(comp, rule, sig, code)
+    confidence = rule.confidence
+    evidence = _evidence(rule, sig)
+    rule_ids = [rule.id]
+    findings: list[Finding] = []
+    if rule.finding is not None:
+        fcode, sev, msg = rule.finding
+        findings.append(Finding(fcode, sev, msg, rule.id, rule.source, (itv.id,), code))  # type: ignore[arg-type]
+
+    # several interventions in one entry: the modality/manual code wins, the rest is an alternative
+    if code in _MODALITY_CODES or code in _MANUAL_CODES:
+        rest = sig.without(("modality.", "manual.", "generic.manual"))
+        if any(
+            rest.has(Expr.parse(x))
+            for x in ("main:ex.*", "main:task.*", "main:balance.*", "gait.pattern", "gait.training")
+        ):
+            _derive(comp, rest)
+            second = _decide(comp, rest)
+            scode = comp.concept_code[second.concept]
+            if scode != UNSUPPORTED and scode != code:
+                alts = _uniq([scode, *alts])
+                confidence = min(confidence, 0.7)
+                rule_ids.append(second.id)
+                findings.append(
+                    Finding(
+                        "DOC-MULTIPLE-INTERVENTIONS",
+                        "low",
+                        f"One entry documents more than one intervention ({comp.concept_label[rule.concept]} "
+                        f"and {comp.concept_label[second.concept]}); record each as its own procedure "
+                        "with its minutes.",
+                        second.id,
+                        "billing-rules.md §5.1 (identify each intervention billed)",
+                        (itv.id,),
+                        code,
+                    )
+                )
+
+    # codings on the Procedure: evidence, not truth
+    coded_code = coded[0].code if coded else None
+    if coded_code is not None:
+        sys_label = coded[0].system
+        evidence.append(Evidence("coding", f"{sys_label}|{coded_code}", "R-CODING"))
+        nothing_in_text = rule.kind == "abstain-none"
+        if nothing_in_text and coded_code in comp.billable:
+            rule_ids.append("R-CODING-ONLY")
+            return Classification(
+                code=coded_code,
+                alternatives=tuple(
+                    a
+                    for a in comp.concept_alts.get(_concept_of(comp, coded_code) or "", ())
+                    if a != coded_code
+                ),
+                confidence=0.5,
+                evidence=tuple(evidence),
+                findings=(
+                    Finding(
+                        "DOC-TEXT-MISSING",
+                        "moderate",
+                        f"Procedure coded {coded_code} but the documentation does not describe the "
+                        "intervention; document what was done (exercise/activity, body part, purpose).",
+                        "R-CODING-ONLY",
+                        _CODE_CONFLICT_SOURCE,
+                        (itv.id,),
+                        coded_code,
+                    ),
+                ),
+                rule_ids=tuple(rule_ids),
+            )
+        if rule.kind == "abstain-vague" and coded_code in comp.billable:
+            rule_ids.append("R-CODING-VAGUE")
+            return Classification(
+                code=coded_code,
+                alternatives=(),
+                confidence=0.3,
+                evidence=tuple(evidence),
+                findings=tuple(findings),
+                rule_ids=tuple(rule_ids),
+            )
+        if coded_code == code:
+            confidence = min(0.98, confidence + 0.08)
+        elif coded_code in alts and code != UNSUPPORTED:
+            # a defensible choice already made by the clinician: keep it, show ours as the alternative
+            alts = _uniq([code, *(a for a in alts if a != coded_code)])
+            code = coded_code
+            confidence = max(0.3, confidence - 0.1)
+            rule_ids.append("R-CODING-DEFENSIBLE")
+        else:
+            rule_ids.append("R-CODE-CONFLICT")
+            what = comp.concept_label.get(rule.concept, code)
+            findings.append(
+                Finding(
+                    "CODE-CONFLICT",
+                    "high" if code == UNSUPPORTED else "moderate",
+                    f"Procedure is coded {coded_code} but the documentation supports {code} ({what}); "
+                    f"review the code or the note.",
+                    "R-CODE-CONFLICT",
+                    _CODE_CONFLICT_SOURCE,
+                    (itv.id,),
+                    code,
+                )
+            )
+            confidence = min(confidence, 0.75)
+
+    concept = _concept_of(comp, code)
+    if code != UNSUPPORTED and concept is not None:
+        findings.extend(_doc_findings(comp, concept, sig, itv, code))
+    return Classification(
+        code=code,
+        alternatives=tuple(alts),
+        confidence=round(max(0.0, min(1.0, confidence)), 3),
+        evidence=tuple(evidence),
+        findings=tuple(findings),
+        rule_ids=tuple(rule_ids),
+    )
+
+
+def _concept_of(comp: Compiled, code: str) -> str | None:
+    for k, v in comp.concept_code.items():
+        if v == code:
+            return k
+    if code == "97014":
+        return "estim_unattended"
+    return None
+
+
+# --- therapy relevance -------------------------------------------------------------------------
+
+
+def relevance_with(comp: Compiled, itv: Intervention) -> str | None:
+    for c in itv.codings:
+        system, code = c.system or "", (c.code or "").strip()
+        if system == CPT and (code.startswith("97") or ("cpt", code) in comp.code_map):
+            return None
+        if (system in HCPCS_SYSTEMS or system.startswith("https://www.cms.gov/Medicare/Coding/HCPCS")) and (
+            ("hcpcs", code) in comp.code_map
+        ):
+            return None
+        if system == SNOMED:
+            row = comp.code_map.get(("snomed", code))
+            if row is not None:
+                return None if row.relevance == "therapy" else row.relevance
+    texts = [itv.full_text(), *(c.display or "" for c in itv.codings if c.system != CPT)]
+    texts.extend(c.display or c.code or "" for c in itv.categories)
+    for p in itv.performers:
+        texts.extend(f.display or "" for f in p.function)
+    therapy_generic = therapy_specific = nontherapy = False
+    for t in texts:
+        if not t:
+            continue
+        _toks, triples = text_signals(comp, t)
+        for s, ctx, _h in triples:
+            if ctx == "goal":
+                continue
+            if s == "none.nontherapy":
+                nontherapy = True
+            elif s in comp.therapy_signals:
+                if s in comp.specific_signals:
+                    therapy_specific = True
+                else:
+                    therapy_generic = True
+    if therapy_specific or (therapy_generic and not nontherapy):
+        return None
+    return "not-therapy"
