@@ -56,6 +56,7 @@ class Expr:
     name: str
     prefix: bool
     text: str
+    keys: frozenset[str]  # "ctx:name" or "ctx:name.*" keys, tested against Signals.keys
 
     @staticmethod
     def parse(text: str) -> Expr:
@@ -64,7 +65,8 @@ class Expr:
             raise ValueError(text)
         ctx, name, star = m.group(1), m.group(2), m.group(3)
         ctxs = _DEFAULT_CTX if ctx is None else (_ALL_CTX if ctx == "any" else (ctx,))
-        return Expr(ctxs, name, bool(star), text)
+        suffix = ".*" if star else ""
+        return Expr(ctxs, name, bool(star), text, frozenset(f"{c}:{name}{suffix}" for c in ctxs))
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class CRule:
     finding: tuple[str, str, str] | None  # (code, severity, message)
     kind: str
     source: str
+    any_keys: frozenset[str] = frozenset()
+    none_keys: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -128,19 +132,23 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
     rules = []
     for r in sorted(rows("classify_rules"), key=lambda r: r.order):
         finding = (r.finding_code, r.finding_severity, r.finding_message) if r.finding_code else None
+        any_e = tuple(Expr.parse(e) for e in r.any)
+        none_e = tuple(Expr.parse(e) for e in r.none)
         rules.append(
             CRule(
                 id=r.id,
                 concept=r.concept,
                 all=tuple(Expr.parse(e) for e in r.all),
-                any=tuple(Expr.parse(e) for e in r.any),
-                none=tuple(Expr.parse(e) for e in r.none),
+                any=any_e,
+                none=none_e,
                 confidence=r.confidence,
                 alternatives=tuple(r.alternatives),
                 alternatives_if=tuple((Expr.parse(d["when"]), d["concept"]) for d in r.alternatives_if),
                 finding=finding,
                 kind=r.kind,
                 source=r.source,
+                any_keys=frozenset(k for e in any_e for k in e.keys),
+                none_keys=frozenset(k for e in none_e for k in e.keys),
             )
         )
     docs: dict[str, list[CDoc]] = {}
@@ -227,25 +235,32 @@ def compiled_for(tables: Tables, on: date | None = None) -> Compiled:
 # --- signals from one intervention -------------------------------------------------------------
 
 
+_KEYS_CACHE: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def _keys(sig: str, ctx: str) -> tuple[str, ...]:
+    k = _KEYS_CACHE.get((sig, ctx))
+    if k is None:
+        parts = sig.split(".")
+        k = (f"{ctx}:{sig}", *(f"{ctx}:{'.'.join(parts[:n])}.*" for n in range(1, len(parts) + 1)))
+        _KEYS_CACHE[(sig, ctx)] = k
+    return k
+
+
 @dataclass
 class Signals:
     ctx: dict[str, set[str]]  # context -> signals
-    prefixes: dict[str, set[str]]  # context -> every dotted prefix of its signals
+    keys: set[str]  # "ctx:signal" and "ctx:prefix.*" for every dotted prefix
     hits: list[tuple[str, str, Hit | None, str | None]]  # (signal, context, hit, coding evidence)
     group_count_ok: bool = False
 
     def add(self, sig: str, ctx: str, hit: Hit | None = None, coding: str | None = None) -> None:
         self.ctx[ctx].add(sig)
-        pref = self.prefixes[ctx]
-        parts = sig.split(".")
-        for k in range(1, len(parts) + 1):
-            pref.add(".".join(parts[:k]))
+        self.keys.update(_keys(sig, ctx))
         self.hits.append((sig, ctx, hit, coding))
 
     def has(self, e: Expr) -> bool:
-        if e.prefix:
-            return any(e.name in self.prefixes[c] for c in e.ctxs)
-        return any(e.name in self.ctx[c] for c in e.ctxs)
+        return not self.keys.isdisjoint(e.keys)
 
     def phrases_for(self, e: Expr) -> list[str]:
         out = []
@@ -269,7 +284,7 @@ class Signals:
 
 
 def _empty_signals() -> Signals:
-    return Signals({c: set() for c in _ALL_CTX}, {c: set() for c in _ALL_CTX}, [])
+    return Signals({c: set() for c in _ALL_CTX}, set(), [])
 
 
 _SPAN_MARKERS = {
@@ -396,11 +411,13 @@ def _derive(comp: Compiled, sig: Signals) -> None:
 
 
 def _fires(rule: CRule, sig: Signals) -> bool:
-    if any(not sig.has(e) for e in rule.all):
+    keys = sig.keys
+    for e in rule.all:
+        if keys.isdisjoint(e.keys):
+            return False
+    if rule.any_keys and keys.isdisjoint(rule.any_keys):
         return False
-    if rule.any and not any(sig.has(e) for e in rule.any):
-        return False
-    return not any(sig.has(e) for e in rule.none)
+    return not rule.none_keys or keys.isdisjoint(rule.none_keys)
 
 
 def _decide(comp: Compiled, sig: Signals) -> CRule:

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 BREAK = "|"
 _GAP_MAX = 3
-_SPLIT_ALNUM = re.compile(r"(?<=[a-z])(?=\d)|(?<=\d)(?=[a-z])")
-_CLAUSE = re.compile(r"[;,()\[\]{}!?\n\r\t]|\.(?!\d)|\s-+\s|\s-+$|^-+\s|\bthen\b|\bfollowed by\b")
-_NON_TOKEN = re.compile(r"[^a-z0-9| ]+")
-_SPACES = re.compile(r"\s+")
+_CLAUSE_CHARS = str.maketrans({c: " | " for c in ";,()[]{}!?\n\r\t"})
+_PERIOD = re.compile(r"\.(?!\d)")
+_DASH = re.compile(r"(?:^|\s)-+(?:\s|$)")
+_CHUNK = re.compile(r"[a-z0-9]+(?:[/:\-][a-z0-9]+)*/?|<->|<>|->|=>|[>&#+|]")
+_PART = re.compile(r"[a-z]+|\d+")
+_CLAUSE_WORDS = {("then",): (BREAK,), ("followed", "by"): (BREAK,)}
 
 
 @dataclass(frozen=True)
@@ -45,25 +47,32 @@ class Normalizer:
                 sym[a.match.lower()] = a.expansion
         self._cs = cs
         self._cs_rx = _alternation(cs, flags=0) if cs else None
-        self._sym = sym
-        self._sym_rx = _alternation(sym, flags=0) if sym else None
+        self._sym = {k: tuple(_PART.findall(v)) for k, v in sym.items()}
+        self._chunk_cache: dict[str, tuple[str, ...]] = {}
         self._words = {k: tuple(v.split()) for k, v in words.items()}
-        self._max_n = max((len(k) for k in words), default=1)
-        self._multi_first = {k[0] for k in words if len(k) > 1}
+        self._words.update(_CLAUSE_WORDS)
+        self._max_n = max((len(k) for k in self._words), default=1)
+        self._multi_first = {k[0] for k in self._words if len(k) > 1}
 
     def tokens(self, raw: str) -> tuple[str, ...]:
         s = raw
         if self._cs_rx is not None:
             cs = self._cs
             s = self._cs_rx.sub(lambda m: f" {cs[m.group(0)]} ", s)
-        s = s.lower()
-        if self._sym_rx is not None:
-            sym = self._sym
-            s = self._sym_rx.sub(lambda m: f" {sym[m.group(0)]} ", s)
-        s = _CLAUSE.sub(" | ", s)
-        s = _SPLIT_ALNUM.sub(" ", s)
-        s = _NON_TOKEN.sub(" ", s)
-        toks = s.split()
+        s = s.lower().translate(_CLAUSE_CHARS)
+        if "." in s:
+            s = _PERIOD.sub(" | ", s)
+        if "-" in s:
+            s = _DASH.sub(" | ", s)
+        toks: list[str] = []
+        cache = self._chunk_cache
+        for chunk in _CHUNK.findall(s):
+            parts = cache.get(chunk)
+            if parts is None:
+                parts = self._chunk(chunk)
+                if len(cache) < 100_000:
+                    cache[chunk] = parts
+            toks.extend(parts)
         out: list[str] = []
         words, multi_first, max_n = self._words, self._multi_first, self._max_n
         i, n = 0, len(toks)
@@ -98,14 +107,31 @@ class Normalizer:
         return tuple(cleaned)
 
 
+    def _chunk(self, chunk: str) -> tuple[str, ...]:
+        """Base tokens of one chunk: a symbolic abbreviation, or its letter and digit runs."""
+        if chunk == BREAK:
+            return (BREAK,)
+        exp = self._sym.get(chunk)
+        if exp is not None:
+            return exp
+        if "/" in chunk:
+            k = chunk.index("/") + 1
+            head = self._sym.get(chunk[:k])
+            if head is not None:
+                return head + self._chunk(chunk[k:]) if chunk[k:] else head
+        if ":" in chunk:  # 3:1 ratios, times
+            return tuple(_PART.findall(chunk))
+        return tuple(_PART.findall(chunk))
+
+
 def _alternation(mapping: dict[str, str], flags: int) -> re.Pattern[str]:
     parts = []
     for m in sorted(mapping, key=len, reverse=True):
         p = re.escape(m)
         if m[0].isalnum():
-            p = r"(?<![A-Za-z0-9])" + p
+            p = r"\b" + p
         if m[-1].isalnum():
-            p = p + r"(?![A-Za-z0-9])"
+            p = p + r"\b"
         parts.append(p)
     return re.compile("|".join(parts), flags)
 
@@ -121,6 +147,7 @@ class Phrase:
     weight: float
     row_id: str
     rank: tuple[int, int, int]
+    exact: tuple[str, ...] | None = None  # fast path: every token is an exact word
 
     @staticmethod
     def parse(text: str, signals: tuple[str, ...], weight: float, row_id: str) -> Phrase:
@@ -136,10 +163,11 @@ class Phrase:
                 pat.append(("exact", tok))
         solid = sum(1 for k, _ in pat if k != "gap")
         exact = sum(1 for k, _ in pat if k == "exact")
-        return Phrase(text, tuple(pat), signals, weight, row_id, (-solid, -exact, -len(text)))
+        words = tuple(v for _, v in pat) if exact == len(pat) else None
+        return Phrase(text, tuple(pat), signals, weight, row_id, (-solid, -exact, -len(text)), words)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hit:
     start: int
     end: int  # exclusive
@@ -160,10 +188,9 @@ class PhraseMatcher:
         self._by_first = {k: sorted(v, key=lambda p: p.rank) for k, v in by_first.items()}
         self._stems = stems
         self._min_stem = min((len(s) for s in stems), default=3)
-        self._key_cache: dict[str, tuple[str, ...]] = {}
-        self._cand_cache: dict[str, tuple[Phrase, ...]] = {}
+        self._cand_cache: dict[str, tuple[tuple[Phrase, tuple[str, ...] | None, int], ...]] = {}
 
-    def _candidates(self, tok: str) -> tuple[Phrase, ...]:
+    def _candidates(self, tok: str) -> tuple[tuple[Phrase, tuple[str, ...] | None, int], ...]:
         c = self._cand_cache.get(tok)
         if c is not None:
             return c
@@ -177,30 +204,37 @@ class PhraseMatcher:
         for key in keys:
             found.extend(self._by_first.get(key, ()))
         found.sort(key=lambda p: p.rank)
-        res = tuple(found)
+        res = tuple((p, p.exact, len(p.exact) if p.exact is not None else 0) for p in found)
         if len(self._cand_cache) < 50_000:
             self._cand_cache[tok] = res
         return res
 
-    def scan(self, toks: Sequence[str]) -> list[Hit]:
+    def scan(self, tokens: Sequence[str]) -> list[Hit]:
+        toks = tuple(tokens)
         hits: list[Hit] = []
         i, n = 0, len(toks)
+        cache, compute = self._cand_cache, self._candidates
         while i < n:
             tok = toks[i]
-            if tok == BREAK:
-                i += 1
-                continue
-            best: Hit | None = None
-            for ph in self._candidates(tok):
-                end = _match(ph.pattern, 0, toks, i)
-                if end > 0:
-                    best = Hit(i, end, ph, " ".join(toks[i:end]))
-                    break
-            if best is None:
-                i += 1
-            else:
-                hits.append(best)
-                i = best.end
+            cands = cache.get(tok)
+            if cands is None:
+                cands = compute(tok)
+            end = -1
+            for ph, ex, ln in cands:
+                if ex is not None:
+                    if ln == 1:
+                        end = i + 1
+                    elif toks[i : i + ln] == ex:
+                        end = i + ln
+                    else:
+                        continue
+                else:
+                    end = _match(ph.pattern, 0, toks, i)
+                    if end < 0:
+                        continue
+                hits.append(Hit(i, end, ph, " ".join(toks[i:end])))
+                break
+            i = end if end > i else i + 1
         return hits
 
 
