@@ -386,16 +386,20 @@ def _derive(comp: Compiled, sig: Signals) -> None:
     ex_w = task_w = 0.0
     seen: set[tuple[int, str]] = set()
     for s, ctx, hit, _ in sig.hits:
-        if ctx != "main" or hit is None:
+        if ctx != "main":
             continue
         wc = comp.weight_class.get(s)
-        if wc is None or (hit.start, wc) in seen:
+        if wc is None:
             continue
-        seen.add((hit.start, wc))
+        pos = hit.start if hit is not None else -1 - len(seen)  # a coding counts once, weight 1
+        if (pos, wc) in seen:
+            continue
+        seen.add((pos, wc))
+        w = hit.phrase.weight if hit is not None else 1.0
         if wc == "exercise":
-            ex_w += hit.phrase.weight
+            ex_w += w
         elif wc == "task":
-            task_w += hit.phrase.weight
+            task_w += w
     if task_w > ex_w:
         sig.add("form.task_dominant", "main")
     elif ex_w > 0:

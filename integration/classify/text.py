@@ -106,7 +106,6 @@ class Normalizer:
             cleaned.pop()
         return tuple(cleaned)
 
-
     def _chunk(self, chunk: str) -> tuple[str, ...]:
         """Base tokens of one chunk: a symbolic abbreviation, or its letter and digit runs."""
         if chunk == BREAK:
@@ -188,9 +187,9 @@ class PhraseMatcher:
         self._by_first = {k: sorted(v, key=lambda p: p.rank) for k, v in by_first.items()}
         self._stems = stems
         self._min_stem = min((len(s) for s in stems), default=3)
-        self._cand_cache: dict[str, tuple[tuple[Phrase, tuple[str, ...] | None, int], ...]] = {}
+        self._cand_cache: dict[str, tuple[tuple[Phrase, tuple[str, ...] | None, int, str | None], ...]] = {}
 
-    def _candidates(self, tok: str) -> tuple[tuple[Phrase, tuple[str, ...] | None, int], ...]:
+    def _candidates(self, tok: str) -> tuple[tuple[Phrase, tuple[str, ...] | None, int, str | None], ...]:
         c = self._cand_cache.get(tok)
         if c is not None:
             return c
@@ -204,7 +203,9 @@ class PhraseMatcher:
         for key in keys:
             found.extend(self._by_first.get(key, ()))
         found.sort(key=lambda p: p.rank)
-        res = tuple((p, p.exact, len(p.exact) if p.exact is not None else 0) for p in found)
+        res = tuple(
+            (p, p.exact, len(p.exact) if p.exact is not None else len(p.pattern), _second(p)) for p in found
+        )
         if len(self._cand_cache) < 50_000:
             self._cand_cache[tok] = res
         return res
@@ -220,15 +221,17 @@ class PhraseMatcher:
             if cands is None:
                 cands = compute(tok)
             end = -1
-            for ph, ex, ln in cands:
-                if ex is not None:
-                    if ln == 1:
-                        end = i + 1
-                    elif toks[i : i + ln] == ex:
+            for ph, ex, ln, second in cands:
+                if ln == 1:
+                    end = i + 1  # the candidate index already matched the first token
+                elif ex is not None:
+                    if toks[i : i + ln] == ex:
                         end = i + ln
                     else:
                         continue
                 else:
+                    if second is not None and (i + 1 >= n or toks[i + 1] != second):
+                        continue
                     end = _match(ph.pattern, 0, toks, i)
                     if end < 0:
                         continue
@@ -236,6 +239,13 @@ class PhraseMatcher:
                 break
             i = end if end > i else i + 1
         return hits
+
+
+def _second(p: Phrase) -> str | None:
+    """The phrase's second token when it must be that exact word (cheap pre-check before _match)."""
+    if len(p.pattern) > 1 and p.pattern[1][0] == "exact":
+        return p.pattern[1][1]
+    return None
 
 
 def _tok_ok(kind: str, val: str, tok: str) -> bool:
