@@ -40,7 +40,10 @@ def main() -> None:
         Intervention(
             id=str(i),
             text=rnd.choice(TEMPLATES).format(
-                n=rnd.randint(5, 20), w=rnd.randint(1, 9), d=rnd.randint(20, 400), m=rnd.randint(5, 30),
+                n=rnd.randint(5, 20),
+                w=rnd.randint(1, 9),
+                d=rnd.randint(20, 400),
+                m=rnd.randint(5, 30),
                 h=rnd.choice(["low couch", "mat", "chair", "bed"]),
             ),
         )

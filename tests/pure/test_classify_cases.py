@@ -103,7 +103,11 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("Curb negotiation w/ walker x4, SBA", "97116", ("97530",)),
     ("Treadmill 1.2 mph w/ cues for incr L step length and heel strike", "97116", ()),
     ("Gait w/ axillary crutches, TTWB L LE, 3-point pattern 50 ft", "97116", ()),
-    ("Gait w/ new transtibial prosthesis 100 ft in parallel bars, cues for equal step length", "97116", ("97761",)),
+    (
+        "Gait w/ new transtibial prosthesis 100 ft in parallel bars, cues for equal step length",
+        "97116",
+        ("97761",),
+    ),
     ("Amb on uneven grass and gravel outdoors w/ SBA, cues for foot clearance", "97116", ("97112",)),
     # --- 97140 / 97124 --------------------------------------------------------------------------------
     ("Grade III PA mobs T4-T8", "97140", ()),
@@ -179,9 +183,34 @@ def test_case(tables: Tables, text: str, expected: str, also_ok: tuple[str, ...]
 def test_case_table_is_large_and_covers_every_code() -> None:
     codes = {e for _, e, _ in CASES}
     assert len(CASES) >= 120
-    for code in ("97110", "97530", "97112", "97116", "97140", "97535", "97150", "97542", "97760", "97763",
-                 "97761", "97750", "97113", "97124", "97010", "97012", "97016", "97018", "97022", "97032",
-                 "97033", "97035", "G0283", "97162", "97164", "UNSUPPORTED"):
+    for code in (
+        "97110",
+        "97530",
+        "97112",
+        "97116",
+        "97140",
+        "97535",
+        "97150",
+        "97542",
+        "97760",
+        "97763",
+        "97761",
+        "97750",
+        "97113",
+        "97124",
+        "97010",
+        "97012",
+        "97016",
+        "97018",
+        "97022",
+        "97032",
+        "97033",
+        "97035",
+        "G0283",
+        "97162",
+        "97164",
+        "UNSUPPORTED",
+    ):
         assert code in codes, code
 
 
@@ -218,7 +247,9 @@ def test_cpt_agreeing_raises_confidence(tables: Tables) -> None:
 
 
 def test_defensible_clinician_choice_is_kept(tables: Tables) -> None:
-    itv = Intervention(id="d", text="Stair training 4 steps w/ B rails, step-to", codings=(Coding(CPT, "97530", None),))
+    itv = Intervention(
+        id="d", text="Stair training 4 steps w/ B rails, step-to", codings=(Coding(CPT, "97530", None),)
+    )
     c = classify(itv, tables)
     assert c.code == "97530" and "97116" in c.alternatives
     assert not any(f.code == "CODE-CONFLICT" for f in c.findings)
@@ -238,7 +269,9 @@ def test_hcpcs_system_variants(tables: Tables, system: str) -> None:
 
 def test_unskilled_text_with_cpt_is_a_conflict(tables: Tables) -> None:
     itv = Intervention(
-        id="u", text="Bike 10 min independently while PT treated another pt", codings=(Coding(CPT, "97110", None),)
+        id="u",
+        text="Bike 10 min independently while PT treated another pt",
+        codings=(Coding(CPT, "97110", None),),
     )
     c = classify(itv, tables)
     assert c.code == "UNSUPPORTED"
@@ -256,14 +289,18 @@ def test_97110_findings_body_part_and_purpose(tables: Tables) -> None:
     c = classify(Intervention(id="f", text="Bridges 3x10"), tables)
     assert c.code == "97110"
     assert {"DOC-97110-BODY-PART", "DOC-97110-PURPOSE"} <= _codes(c)
-    full = classify(Intervention(id="f", text="Bridges 3x10 for glute strength", body_sites=("hips",)), tables)
+    full = classify(
+        Intervention(id="f", text="Bridges 3x10 for glute strength", body_sites=("hips",)), tables
+    )
     assert not {"DOC-97110-BODY-PART", "DOC-97110-PURPOSE", "DOC-97110-MUSCLE-JOINT"} & _codes(full)
 
 
 def test_97530_one_on_one_finding(tables: Tables) -> None:
     c = classify(Intervention(id="f", text="Lifting 10# box floor to waist x10"), tables)
     assert c.code == "97530" and "DOC-97530-ONE-ON-ONE" in _codes(c)
-    ok = classify(Intervention(id="f", text="Lifting 10# box floor to waist x10, CGA, cues for hip hinge"), tables)
+    ok = classify(
+        Intervention(id="f", text="Lifting 10# box floor to waist x10, CGA, cues for hip hinge"), tables
+    )
     assert "DOC-97530-ONE-ON-ONE" not in _codes(ok)
 
 
