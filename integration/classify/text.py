@@ -53,6 +53,7 @@ class Normalizer:
         self._words.update(_CLAUSE_WORDS)
         self._max_n = max((len(k) for k in self._words), default=1)
         self._multi_first = {k[0] for k in self._words if len(k) > 1}
+        self._uni = {k[0]: v for k, v in self._words.items() if len(k) == 1}
 
     def tokens(self, raw: str) -> tuple[str, ...]:
         s = raw
@@ -75,6 +76,15 @@ class Normalizer:
             toks.extend(parts)
         out: list[str] = []
         words, multi_first, max_n = self._words, self._multi_first, self._max_n
+        if multi_first.isdisjoint(toks):  # common case: unigram lookups only
+            get = self._uni.get
+            for t in toks:
+                exp1 = get(t)
+                if exp1 is None:
+                    out.append(t)
+                else:
+                    out.extend(exp1)
+            return tuple(out)
         i, n = 0, len(toks)
         while i < n:
             t = toks[i]
@@ -96,15 +106,7 @@ class Normalizer:
             else:
                 out.append(t)
             i += 1
-        # collapse repeated / leading / trailing breaks
-        cleaned: list[str] = []
-        for t in out:
-            if t == BREAK and (not cleaned or cleaned[-1] == BREAK):
-                continue
-            cleaned.append(t)
-        while cleaned and cleaned[-1] == BREAK:
-            cleaned.pop()
-        return tuple(cleaned)
+        return tuple(out)
 
     def _chunk(self, chunk: str) -> tuple[str, ...]:
         """Base tokens of one chunk: a symbolic abbreviation, or its letter and digit runs."""
