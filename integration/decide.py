@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from integration import __version__
 from integration.billing import bill
-from integration.classify import classify
+from integration.classify import classify, therapy_relevance
 from integration.model import ClassifiedIntervention, Decision, EncounterFacts, Skipped
 from mappings.loader import Tables
 
@@ -19,8 +19,12 @@ def decide(facts: EncounterFacts, tables: Tables) -> Decision:
     classified: list[ClassifiedIntervention] = []
     skipped: list[Skipped] = []
     for itv in facts.interventions:
-        if itv.status not in ("completed", "in-progress"):
+        if itv.status != "completed":
             skipped.append(Skipped(itv.id, f"status-{itv.status}"))
+            continue
+        reason = therapy_relevance(itv, tables)
+        if reason is not None:  # not a therapy intervention (e.g. a colonoscopy): skipped with a count
+            skipped.append(Skipped(itv.id, reason))
             continue
         c = classify(itv, tables, on=facts.date_of_service)
         classified.append(ClassifiedIntervention(itv, c))
@@ -39,7 +43,7 @@ def decide(facts: EncounterFacts, tables: Tables) -> Decision:
     )
 
 
-def _dedupe(items: tuple) -> tuple:  # type: ignore[type-arg]
+def _dedupe(items: tuple) -> tuple:
     seen: dict[object, None] = {}
     for it in items:
         seen.setdefault(it, None)

@@ -13,7 +13,7 @@ Every table is one YAML file with one concern::
         expires: "2026-12-31"     # or null: open-ended
 
 Rules enforced (every problem is collected, then all are raised together in one MappingTableError):
-  * YAML mapping keys are unique (a duplicated key in a row or in the file is an error, not a silent override);
+  * YAML mapping keys are unique (a duplicated key in a row or file is an error, not a silent override);
   * dates stay strings in YAML and must be ``YYYY-MM-DD``; ``expires`` (if any) is not before ``effective``;
   * every row has a non-empty ``source``;
   * every table named in a file has a registered schema (``mappings.schemas``), rows match it
@@ -148,7 +148,7 @@ class _StrictLoader(yaml.SafeLoader):
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None,
@@ -250,7 +250,8 @@ def load_tables(directory: Path | str | None = None) -> Tables:
                             (
                                 rel,
                                 f"key {dict(zip(schema.key, k, strict=True))}",
-                                f"duplicate key: rows {group[a][0] + 1} and {group[b][0] + 1} overlap in time",
+                                f"duplicate key: rows {group[a][0] + 1} and {group[b][0] + 1} "
+                                "overlap in time",
                             )
                         )
         tables[name] = Table(

@@ -12,14 +12,10 @@ from integration.errors import FhirAuthError, FhirNotFound
 from integration.fhir.auth import BearerAuth, SmartBackendAuth
 from integration.fhir.client import FhirClient, parse_transaction_response
 
-try:  # works whether or not tests/ is a package
-    from tests.integration.sekmet_server import SekmetServer, SekmetStartError, sekmet_executable
-except ImportError:  # pragma: no cover - rootdir-relative import without tests/__init__.py
-    from sekmet_server import SekmetServer, SekmetStartError, sekmet_executable  # type: ignore[no-redef]
+from integration.embedded import SekmetServer, SekmetStartError
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(sekmet_executable() is None, reason="sekmet-fhir is not installed"),
 ]
 
 WRITER_SCOPE = "system/Encounter.read system/ChargeItem.read system/*.write"

@@ -1,4 +1,7 @@
-"""Start a real sekmet-fhir server process for integration tests.
+"""Embedded services for the demo and the integration tests: a sekmet-fhir server process, an
+in-process Redis-protocol server (fakeredis, for the demo only) and Celery worker processes.
+
+A real sekmet-fhir server process:
 
     with SekmetServer(tmp_path) as srv:             # free port, no auth, simulator off
         FhirClient(srv.base_url).capabilities()
@@ -31,7 +34,14 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SekmetServer", "SekmetStartError", "free_port", "sekmet_executable"]
+__all__ = [
+    "EmbeddedRedis",
+    "SekmetServer",
+    "SekmetStartError",
+    "WorkerProcess",
+    "free_port",
+    "sekmet_executable",
+]
 
 
 class SekmetStartError(RuntimeError):
@@ -125,7 +135,8 @@ class SekmetServer:
                 self.stop()
                 if "address already in use" not in str(e).lower():
                     break
-        assert last is not None
+        if last is None:  # unreachable: the loop ran at least once
+            raise SekmetStartError("sekmet did not start")
         print(f"--- sekmet log tail ({self.log_path}) ---\n{self.log_tail()}", file=sys.stderr)
         raise last
 
@@ -204,3 +215,135 @@ class SekmetServer:
                 print(f"--- sekmet log tail ({self.log_path}) ---\n{self.log_tail()}", file=sys.stderr)
         finally:
             self.stop()
+
+
+class EmbeddedRedis:
+    """A Redis-protocol server inside this process (fakeredis with Lua), for ``ptbill demo`` only.
+
+    It lets a newcomer run the demo, with a real Celery worker process talking to it over TCP, on a
+    machine without Redis. Tests use a real redis-server instead.
+    """
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        self._thread: Any = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        import threading
+
+        from fakeredis import TcpFakeServer
+
+        self._server = TcpFakeServer(("127.0.0.1", 0), server_type="redis")
+        self.port = int(self._server.server_address[1])
+        self._thread = threading.Thread(target=self._server.serve_forever, name="embedded-redis", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class WorkerProcess:
+    """A real ``celery -A tasks.app worker`` subprocess with its own environment (PTBILL_* settings)."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: str | os.PathLike[str],
+        *,
+        concurrency: int = 2,
+        queues: str = "fhir_read,process,maintenance",
+        name: str = "ptbill",
+        pool: str = "prefork",
+        extra_args: list[str] | None = None,
+    ):
+        self.env = env
+        self.log_path = Path(log_path)
+        self.concurrency = concurrency
+        self.queues = queues
+        self.name = name
+        self.pool = pool
+        self.extra_args = list(extra_args or [])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks.app",
+            "worker",
+            "-E",
+            "-Q",
+            self.queues,
+            "-c",
+            str(self.concurrency),
+            "-P",
+            self.pool,
+            "-n",
+            f"{self.name}-{os.getpid()}-{id(self) % 10000}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            *self.extra_args,
+        ]
+
+    def start(self) -> WorkerProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def log_tail(self, lines: int = 80) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> WorkerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,241 @@
+"""Sync state kept in Redis, per FHIR server: watermark, write ledger, run bookkeeping, dead letters, locks.
+
+Key layout (``{p}`` = ``ptbill:{server_key}``):
+  {p}:watermark              ISO instant: everything last-updated at or before it has been processed
+  {p}:epoch                  set when the ledger is known complete (clean server, or rebuilt)
+  {p}:ledger:{enc}           hash of the output set last written for the encounter (JSON)
+  {p}:run:{run}              hash: since, until, started, paging_done, counters
+  {p}:run:{run}:pending      set of encounter ids not yet processed in the run
+  {p}:run:{run}:enc:{enc}    claim check: the encounter group fetched while paging (JSON, TTL)
+  {p}:ctx:{patient}          cached patient context for one run (JSON, TTL)
+  {p}:dead                   hash enc -> JSON {reason, attempts, at, run}
+  {p}:last                   hash: last run summary (status, finished, counters)
+  {p}:totals                 hash: lifetime counters
+  {p}:lock:sync, {p}:lock:enc:{enc}   locks
+
+Nothing here holds names or free text except the claim-check/context caches, which expire (TTL) and
+live only in the operator's Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import redis
+
+CACHE_TTL = 6 * 3600
+
+_INCR_SCRIPT = """
+for i = 1, #ARGV, 2 do
+  for _, key in ipairs(KEYS) do
+    redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
+  end
+end
+return 1
+"""
+
+
+def utcnow_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass
+class RunInfo:
+    run_id: str
+    since: str
+    until: str
+
+
+class StateStore:
+    def __init__(self, client: redis.Redis, server_key: str):
+        self.r = client
+        self.p = f"ptbill:{server_key}"
+
+    @classmethod
+    def from_url(cls, url: str, server_key: str) -> StateStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=10), server_key)
+
+    # --- watermark and ledger epoch -------------------------------------------------------------
+    def watermark(self) -> str | None:
+        return self.r.get(f"{self.p}:watermark")  # type: ignore[return-value]
+
+    def set_watermark(self, value: str) -> None:
+        """Only ever moves forward."""
+        cur = self.watermark()
+        if cur is None or value > cur:
+            self.r.set(f"{self.p}:watermark", value)
+
+    def has_epoch(self) -> bool:
+        return bool(self.r.exists(f"{self.p}:epoch"))
+
+    def set_epoch(self) -> None:
+        self.r.set(f"{self.p}:epoch", utcnow_iso(), nx=True)
+
+    # --- ledger ------------------------------------------------------------------------------------
+    def ledger(self, encounter_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(f"{self.p}:ledger:{encounter_id}")
+        return json.loads(raw) if raw else None
+
+    def set_ledger(self, encounter_id: str, value: dict[str, Any]) -> None:
+        self.r.set(f"{self.p}:ledger:{encounter_id}", json.dumps(value, sort_keys=True))
+
+    # --- runs ---------------------------------------------------------------------------------------
+    def start_run(self, since: str, until: str) -> RunInfo:
+        run_id = uuid.uuid4().hex[:16]
+        self.r.hset(
+            f"{self.p}:run:{run_id}",
+            mapping={"since": since, "until": until, "started": utcnow_iso(), "paging_done": 0},
+        )
+        self.r.expire(f"{self.p}:run:{run_id}", 7 * 24 * 3600)
+        return RunInfo(run_id, since, until)
+
+    def run(self, run_id: str) -> dict[str, str]:
+        return self.r.hgetall(f"{self.p}:run:{run_id}")  # type: ignore[return-value]
+
+    def add_pending(self, run_id: str, encounter_ids: list[str]) -> None:
+        if encounter_ids:
+            key = f"{self.p}:run:{run_id}:pending"
+            self.r.sadd(key, *encounter_ids)
+            self.r.expire(key, 7 * 24 * 3600)
+
+    def pending_count(self, run_id: str) -> int:
+        return int(self.r.scard(f"{self.p}:run:{run_id}:pending"))
+
+    def done(self, run_id: str, encounter_id: str) -> None:
+        self.r.srem(f"{self.p}:run:{run_id}:pending", encounter_id)
+
+    def set_paging_done(self, run_id: str) -> None:
+        self.r.hset(f"{self.p}:run:{run_id}", "paging_done", 1)
+
+    def incr(self, run_id: str | None, counter: str, n: int = 1) -> None:
+        self.incr_many(run_id, {counter: n})
+
+    def incr_many(self, run_id: str | None, counters: dict[str, int]) -> None:
+        """Add to the run's and the lifetime counters in one round trip (one Lua call)."""
+        args: list[str | int] = []
+        for k, v in counters.items():
+            if v:
+                args += [k, int(v)]
+        if not args:
+            return
+        keys = [f"{self.p}:totals"] + ([f"{self.p}:run:{run_id}"] if run_id else [])
+        self.r.eval(_INCR_SCRIPT, len(keys), *keys, *args)
+
+    def try_finalize(self, run_id: str) -> dict[str, str] | None:
+        """When paging is done and nothing is pending, close the run exactly once.
+
+        Returns the run record for the one caller that closed it, else None.
+        """
+        info = self.run(run_id)
+        if not info or info.get("paging_done") != "1" or self.pending_count(run_id) > 0:
+            return None
+        if not self.r.set(f"{self.p}:run:{run_id}:final", 1, nx=True, ex=7 * 24 * 3600):
+            return None
+        if info.get("backfill") != "1":  # a backfill never moves the watermark
+            self.set_watermark(info["until"])
+        if info.get("full") == "1":  # the ledger now covers every encounter ever eligible
+            self.set_epoch()
+        info = self.run(run_id)
+        summary: dict[str, Any] = {k: v for k, v in info.items() if k != "paging_done"}
+        summary.update({"status": "ok", "finished": utcnow_iso(), "run_id": run_id})
+        failed = int(info.get("dead_lettered", 0) or 0)
+        if failed:
+            summary["status"] = "partial"
+        self.r.delete(f"{self.p}:last")
+        self.r.hset(f"{self.p}:last", mapping=cast(Any, summary))
+        if summary["status"] == "ok":
+            self.r.delete(f"{self.p}:last_ok")
+            self.r.hset(f"{self.p}:last_ok", mapping=cast(Any, summary))
+        return summary
+
+    def record_failure(self, reason: str, run_id: str | None = None) -> None:
+        self.r.delete(f"{self.p}:last")
+        self.r.hset(
+            f"{self.p}:last",
+            mapping={
+                "status": "failed",
+                "finished": utcnow_iso(),
+                "reason": reason[:500],
+                "run_id": run_id or "",
+            },
+        )
+
+    def last(self) -> dict[str, str]:
+        return self.r.hgetall(f"{self.p}:last")  # type: ignore[return-value]
+
+    def last_ok(self) -> dict[str, str]:
+        return self.r.hgetall(f"{self.p}:last_ok")  # type: ignore[return-value]
+
+    def totals(self) -> dict[str, str]:
+        return self.r.hgetall(f"{self.p}:totals")  # type: ignore[return-value]
+
+    # --- claim checks ---------------------------------------------------------------------------
+    def put_group(self, run_id: str, encounter_id: str, group: dict[str, Any]) -> None:
+        self.r.set(f"{self.p}:run:{run_id}:enc:{encounter_id}", json.dumps(group), ex=CACHE_TTL)
+
+    def get_group(self, run_id: str, encounter_id: str) -> dict[str, Any] | None:
+        raw = self.r.get(f"{self.p}:run:{run_id}:enc:{encounter_id}")
+        return json.loads(raw) if raw else None
+
+    def drop_group(self, run_id: str, encounter_id: str) -> None:
+        self.r.delete(f"{self.p}:run:{run_id}:enc:{encounter_id}")
+
+    # --- dead letters -------------------------------------------------------------------------------
+    def dead_letter(self, encounter_id: str, reason: str, attempts: int, run_id: str | None) -> None:
+        self.r.hset(
+            f"{self.p}:dead",
+            encounter_id,
+            json.dumps({"reason": reason[:500], "attempts": attempts, "at": utcnow_iso(), "run": run_id}),
+        )
+
+    def dead_letters(self) -> dict[str, dict[str, Any]]:
+        raw: dict[str, str] = self.r.hgetall(f"{self.p}:dead")  # type: ignore[assignment]
+        return {k: json.loads(v) for k, v in raw.items()}
+
+    def clear_dead_letter(self, encounter_id: str) -> None:
+        self.r.hdel(f"{self.p}:dead", encounter_id)
+
+    # --- locks ----------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, name: str, timeout: int, blocking_timeout: float = 0) -> Iterator[bool]:
+        lk = self.r.lock(f"{self.p}:lock:{name}", timeout=timeout, blocking_timeout=blocking_timeout)
+        got = lk.acquire(blocking=blocking_timeout > 0)
+        try:
+            yield bool(got)
+        finally:
+            if got:
+                try:
+                    lk.release()
+                except redis.exceptions.LockError:
+                    pass
+
+    def acquire_sync_lock(self, run_id: str, timeout: int) -> bool:
+        return bool(self.r.set(f"{self.p}:lock:sync", run_id, nx=True, ex=timeout))
+
+    def release_sync_lock(self, run_id: str) -> None:
+        # release only our own lock (compare-and-delete)
+        script = (
+            "if redis.call('get', KEYS[1]) == ARGV[1] then "
+            "return redis.call('del', KEYS[1]) else return 0 end"
+        )
+        self.r.eval(script, 1, f"{self.p}:lock:sync", run_id)
+
+    def sync_lock_holder(self) -> str | None:
+        return self.r.get(f"{self.p}:lock:sync")  # type: ignore[return-value]
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
+    """Poll a readiness condition with a deadline (used by CLI commands that wait for workers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

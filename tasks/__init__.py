@@ -1,0 +1,1 @@
+"""The Celery layer of ptbill: app, configuration (queues, routes, beat) and thin tasks."""

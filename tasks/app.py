@@ -1,0 +1,61 @@
+"""The Celery application. Start a worker with::
+
+celery -A tasks.app worker -E -Q fhir_read,process,maintenance
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from integration import logs
+from integration.errors import MappingTableError
+from integration.runner import Runtime, load_settings_tables
+from integration.settings import Settings
+from tasks.config import celery_config
+
+settings = Settings.from_env()
+if settings.broker_url.startswith("sqla+"):  # embedded demo broker: it is local, so poll it often
+    from kombu.transport import sqlalchemy as _kombu_sqla
+
+    _kombu_sqla.Transport.polling_interval = 0.05
+app = Celery("ptbill", include=["tasks.sync"])
+app.conf.update(celery_config(settings))
+
+log = logging.getLogger("ptbill.worker")
+
+_runtime: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """One runtime (FHIR client with its Session, Redis state, tables) per worker process."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime(settings)
+    return _runtime
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    logs.configure(settings.log_level, settings.log_format)
+
+
+@signals.worker_init.connect
+def _check_tables(**_: Any) -> None:
+    """Refuse to start on a bad mapping table: a worker must never bill from broken rules."""
+    try:
+        tables = load_settings_tables(settings)
+    except MappingTableError as e:
+        log.critical("mapping tables invalid; worker refuses to start", extra={"problems": len(e.problems)})
+        for f, row, msg in e.problems:
+            log.critical("mapping table problem", extra={"reason": f"{f}:{row}: {msg}"[:300]})
+        raise SystemExit(3) from None
+    log.info("mapping tables loaded", extra={"tables": dict(tables.versions())})
+
+
+@signals.worker_process_init.connect
+def _fresh_runtime(**_: Any) -> None:
+    global _runtime
+    _runtime = None  # never share a Session or Redis connection across fork

@@ -1,0 +1,341 @@
+"""The ``ptbill`` command (an edge module: it may reach Celery; the integration library never does).
+
+  ptbill demo [--patients N]          embedded FHIR server + embedded broker + real Celery worker
+  ptbill seed --patients N            load a synthetic PT clinic into PTBILL_FHIR_BASE_URL
+  ptbill sync [--inline]              one sync run now (through the workers, or in this process)
+  ptbill backfill --since --until     re-process a window without moving the watermark
+  ptbill status [--json]              last sync, watermark, counters, dead letters; non-zero if failing
+  ptbill retry-failed                 re-drive dead-lettered encounters
+  ptbill classify FILE|-              classify JSONL interventions (stable contract)
+  ptbill eval FILE                    accuracy report on labelled JSONL
+  ptbill process --bundle FILE        dry run: print the transaction Bundle that would be written
+  ptbill mappings check [--dir D]     validate the rule tables strictly
+
+stdout carries only the command's result; logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from integration.errors import ConfigError, InputError, MappingTableError, PtbillError
+
+
+def _settings() -> Any:
+    from integration.settings import Settings
+
+    return Settings.from_env()
+
+
+def _configure_logs(s: Any) -> None:
+    from integration import logs
+
+    logs.configure(s.log_level, s.log_format)
+
+
+def cmd_classify(a: argparse.Namespace) -> int:
+    from integration.classify.cli import classify_main
+
+    return classify_main(a.file, sys.stdout)
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from integration.classify.cli import eval_main
+
+    return eval_main(a.file, sys.stdout)
+
+
+def cmd_mappings_check(a: argparse.Namespace) -> int:
+    from mappings.loader import load_tables
+
+    try:
+        tables = load_tables(a.dir)
+    except MappingTableError as e:
+        for f, row, msg in e.problems:
+            print(f"{f}: {row}: {msg}")
+        print(f"FAILED: {len(e.problems)} problem(s)")
+        return 1
+    for t in tables:
+        print(f"{t.file}: {t.name} {t.version} ({len(t.rows)} rows, sha {t.digest})")
+    print(f"OK: {len(tables.tables)} tables")
+    return 0
+
+
+def cmd_process(a: argparse.Namespace) -> int:
+    from integration.fhir.extract import group_bundle
+    from integration.sync import Group, dry_run_bundle
+    from mappings.loader import default_tables, load_tables
+
+    try:
+        with open(a.bundle, encoding="utf-8", errors="replace") as fh:
+            bundle = json.load(fh)
+        groups, problems = group_bundle(bundle)
+    except (OSError, ValueError, InputError) as e:
+        sys.stderr.write(f"ptbill process: cannot read {a.bundle}: {type(e).__name__}: {e}\n")
+        return 2
+    for p in problems:
+        sys.stderr.write(f"ptbill process: skipped bundle entry: {p}\n")
+    tables = load_tables(a.mappings) if a.mappings else default_tables()
+    out = dry_run_bundle([Group(e, dict(r)) for e, r in groups], tables)
+    sys.stderr.write(
+        f"ptbill process: {len(groups)} encounter(s), {len(out['entry'])} entries, "
+        f"{len(problems)} problem(s)\n"
+    )
+    json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_seed(a: argparse.Namespace) -> int:
+    from integration.runner import make_client
+    from integration.synth import clinic_summary, generate_clinic
+
+    s = _settings()
+    _configure_logs(s)
+    bundles = generate_clinic(patients=a.patients, seed=a.seed)
+    with make_client(s) as client:
+        for b in bundles:
+            client.transaction(b, idempotent=True)
+    print(json.dumps(clinic_summary(bundles)))
+    return 0
+
+
+def _wait_run(state: Any, run_id: str, timeout: float, progress: bool) -> dict[str, str]:
+    """Wait for a run to finish, showing a progress bar on stderr. Polls the run record in Redis."""
+    from tqdm import tqdm
+
+    deadline = time.monotonic() + timeout
+    bar = None
+    last_done = 0
+    while time.monotonic() < deadline:
+        info = state.run(run_id)
+        if state.r.exists(f"{state.p}:run:{run_id}:final"):
+            if bar is not None:
+                bar.update(max(0, int(info.get("dispatched", 0) or 0) - last_done))
+                bar.close()
+            return info
+        if info.get("status") == "skipped-locked":
+            if bar is not None:
+                bar.close()
+            return info
+        last = state.last()
+        if last.get("status") == "failed" and last.get("run_id") == run_id:
+            if bar is not None:
+                bar.close()
+            return {**info, "status": "failed", "reason": last.get("reason", "")}
+        dispatched = int(info.get("dispatched", 0) or 0)
+        if progress and dispatched:
+            if bar is None:
+                tty = sys.stderr.isatty()
+                bar = tqdm(
+                    total=dispatched,
+                    unit="enc",
+                    desc="sync",
+                    file=sys.stderr,
+                    mininterval=0.5 if tty else 5.0,
+                    ascii=not tty,
+                )
+            bar.total = dispatched
+            done = dispatched - state.pending_count(run_id)
+            bar.update(max(0, done - last_done))
+            last_done = max(last_done, done)
+        time.sleep(0.2)
+    if bar is not None:
+        bar.close()
+    return {**state.run(run_id), "status": "timeout"}
+
+
+def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: bool) -> int:
+    from integration.runner import Runtime, begin_run, page_run
+
+    s = _settings()
+    _configure_logs(s)
+    rt = Runtime(s)
+    if a.inline:
+        from integration.runner import failure_reason, finish_failed, finish_ok, process_one
+
+        def dispatch(enc: str, run_id: str) -> None:
+            try:
+                finish_ok(rt, run_id, enc, process_one(rt, enc, run_id))
+            except PtbillError as e:
+                finish_failed(rt, run_id, enc, failure_reason(e), 1)
+
+        run = begin_run(rt, None, since, until, backfill)
+        if run is None:
+            print(json.dumps({"status": "skipped-locked"}))
+            return 1
+        page_run(rt, run, dispatch)
+        info = rt.state.run(run.run_id)
+    else:
+        from tasks.app import app
+        from tasks.config import QUEUE_READ, TASK_SYNC
+
+        run_id = uuid.uuid4().hex[:16]
+        app.send_task(
+            TASK_SYNC,
+            kwargs={"run_id": run_id, "since": since, "until": until, "backfill": backfill},
+            queue=QUEUE_READ,
+        )
+        info = _wait_run(rt.state, run_id, a.timeout, not a.quiet)
+    info = {k: v for k, v in info.items()}
+    print(json.dumps(info, sort_keys=True))
+    return 0 if info.get("status") not in ("failed", "timeout", "skipped-locked") else 1
+
+
+def cmd_sync(a: argparse.Namespace) -> int:
+    return _run(a, None, None, False)
+
+
+def cmd_backfill(a: argparse.Namespace) -> int:
+    return _run(a, a.since, a.until, True)
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    from integration.state import StateStore
+
+    s = _settings()
+    st = StateStore.from_url(s.redis_url, s.server_key)
+    last = st.last()
+    report = {
+        "server": s.fhir_base_url,
+        "watermark": st.watermark(),
+        "ledger_complete": st.has_epoch(),
+        "last_run": last,
+        "last_successful_run": st.last_ok(),
+        "totals": st.totals(),
+        "sync_running": st.sync_lock_holder() is not None,
+        "dead_letters": st.dead_letters(),
+    }
+    if a.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(f"server:            {report['server']}")
+        print(f"watermark:         {report['watermark'] or '(never synced)'}")
+        print(f"last run:          {last.get('status', '(none)')} at {last.get('finished', '-')}")
+        ok = report["last_successful_run"]
+        print(f"last successful:   {ok.get('finished', '(none)')}")
+        totals = report["totals"]
+        for k in ("encounters", "processed", "unchanged", "created", "updated", "retired", "dead_lettered"):
+            print(f"  {k:<16} {totals.get(k, 0)}")
+        print(f"dead letters:      {len(report['dead_letters'])}")
+        for enc, d in sorted(report["dead_letters"].items()):
+            print(f"  Encounter/{enc}: {d.get('reason')} (attempts {d.get('attempts')}, {d.get('at')})")
+    return 1 if last.get("status") == "failed" else 0
+
+
+def cmd_retry_failed(a: argparse.Namespace) -> int:
+    s = _settings()
+    _configure_logs(s)
+    from integration.runner import Runtime, failure_reason, finish_failed, finish_ok, process_one
+
+    rt = Runtime(s)
+    dead = rt.state.dead_letters()
+    if a.inline:
+        ok = 0
+        for enc in dead:
+            try:
+                finish_ok(rt, None, enc, process_one(rt, enc, None))
+                ok += 1
+            except PtbillError as e:
+                finish_failed(rt, None, enc, failure_reason(e), int(dead[enc].get("attempts", 0)) + 1)
+        print(json.dumps({"retried": len(dead), "succeeded": ok}))
+        return 0 if ok == len(dead) else 1
+    from tasks.app import app
+    from tasks.config import QUEUE_MAINT, TASK_RETRY_FAILED
+
+    app.send_task(TASK_RETRY_FAILED, queue=QUEUE_MAINT)
+    print(json.dumps({"requeued": len(dead)}))
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from tasks.demo import run_demo
+
+    return run_demo(patients=a.patients, seed=a.seed, workers=a.workers, keep=a.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ptbill", description="PT billing suggestions from FHIR R4 documentation"
+    )
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    d = sub.add_parser("demo", help="run the embedded demo (no Redis or FHIR server needed)")
+    d.add_argument("--patients", type=int, default=50)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--workers", type=int, default=2, help="worker processes (concurrency)")
+    d.add_argument("--keep", action="store_true", help="keep the embedded server running until Ctrl-C")
+    d.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("seed", help="load a synthetic PT clinic into the configured FHIR server")
+    s.add_argument("--patients", type=int, default=20)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(fn=cmd_seed)
+
+    for name, fn, help_ in (
+        ("sync", cmd_sync, "one sync run now"),
+        ("backfill", cmd_backfill, "re-process a window"),
+    ):
+        sp = sub.add_parser(name, help=help_)
+        sp.add_argument(
+            "--inline", action="store_true", help="process in this process instead of the workers"
+        )
+        sp.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the workers")
+        sp.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "backfill":
+            sp.add_argument("--since", required=True, help="ISO instant, exclusive")
+            sp.add_argument("--until", required=True, help="ISO instant, inclusive")
+        sp.set_defaults(fn=fn)
+
+    st = sub.add_parser("status", help="sync status; exits 1 when the last sync failed")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(fn=cmd_status)
+
+    rf = sub.add_parser("retry-failed", help="re-drive dead-lettered encounters")
+    rf.add_argument("--inline", action="store_true")
+    rf.set_defaults(fn=cmd_retry_failed)
+
+    c = sub.add_parser("classify", help="classify JSONL interventions")
+    c.add_argument("file")
+    c.set_defaults(fn=cmd_classify)
+    e = sub.add_parser("eval", help="evaluate on labelled JSONL")
+    e.add_argument("file")
+    e.set_defaults(fn=cmd_eval)
+
+    pr = sub.add_parser(
+        "process", help="dry run on a FHIR Bundle: print the transaction that would be written"
+    )
+    pr.add_argument("--bundle", required=True)
+    pr.add_argument("--mappings", default=None, help="mapping tables folder (default: shipped tables)")
+    pr.set_defaults(fn=cmd_process)
+
+    m = sub.add_parser("mappings", help="mapping tables")
+    msub = m.add_subparsers(dest="mcmd", required=True)
+    mc = msub.add_parser("check", help="validate every table strictly")
+    mc.add_argument("--dir", default=None)
+    mc.set_defaults(fn=cmd_mappings_check)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as e:
+        sys.stderr.write(f"ptbill: configuration error: {e}\n")
+        return 2
+    except MappingTableError as e:
+        sys.stderr.write(f"ptbill: {e}\n")
+        return 3
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

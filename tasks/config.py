@@ -1,0 +1,71 @@
+"""All Celery configuration in one place: queues, routes, beat schedule, reliability settings.
+
+Built from the one Settings object (PTBILL_* env vars). Countdowns and retry delays stay below the
+Redis visibility timeout so a delayed message is never redelivered while it is still waiting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from integration.settings import Settings
+
+QUEUE_READ = "fhir_read"  # paging the EMR: sync runs, backfills
+QUEUE_PROCESS = "process"  # decide one encounter and write back its difference (one transaction)
+QUEUE_MAINT = "maintenance"  # re-driving dead letters
+
+TASK_SYNC = "ptbill.sync.run"
+TASK_PROCESS = "ptbill.encounter.process"
+TASK_RETRY_FAILED = "ptbill.maintenance.retry_failed"
+
+ROUTES = {
+    TASK_SYNC: {"queue": QUEUE_READ},
+    TASK_PROCESS: {"queue": QUEUE_PROCESS},
+    TASK_RETRY_FAILED: {"queue": QUEUE_MAINT},
+}
+
+MAX_RETRY_DELAY = 600  # seconds; always < visibility timeout (checked below)
+
+
+def celery_config(s: Settings) -> dict[str, Any]:
+    if MAX_RETRY_DELAY >= s.visibility_timeout:
+        raise ValueError("retry delays must stay below the broker visibility timeout")
+    transport_options: dict[str, Any] = {}
+    if s.broker_url.startswith(("redis://", "rediss://")):
+        transport_options = {"visibility_timeout": s.visibility_timeout}
+    elif s.broker_url.startswith("sqla+"):
+        # the demo's embedded broker (SQLite file). kombu passes transport options to create_engine, so
+        # its polling interval is set on the transport class instead (tasks/app.py).
+        transport_options = {}
+    return {
+        "broker_url": s.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "result_backend": None,  # tasks report through Redis state, not results (Sentry's convention)
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_queues": [Queue(QUEUE_READ), Queue(QUEUE_PROCESS), Queue(QUEUE_MAINT)],
+        "task_default_queue": QUEUE_PROCESS,
+        "task_routes": ROUTES,
+        # idempotent writes first, then late acks: a killed worker's message is delivered again
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": {
+            "ptbill-periodic-sync": {
+                "task": TASK_SYNC,
+                "schedule": float(s.sync_interval_seconds),
+                "kwargs": {},
+                # a sync that could not start before the next one is due is dropped, not piled up
+                "options": {"expires": max(30.0, s.sync_interval_seconds * 0.9)},
+            },
+        },
+    }
