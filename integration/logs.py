@@ -56,13 +56,17 @@ class JsonFormatter(logging.Formatter):
             out["args_dropped"] = True
         for k in ALLOWED:
             if k in record.__dict__:
-                out[k] = _safe(record.__dict__[k])
+                v = record.__dict__[k]
+                out[k] = _safe(_no_query(v) if k in _URL_FIELDS else v)
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             out["exc_type"] = type(exc).__name__
             summary = getattr(exc, "summary", None)
             if callable(summary) and type(exc).__module__.startswith("integration"):
-                out["exc"] = _safe(summary())
+                d = summary()
+                if isinstance(d, dict):  # belt and braces: the client already strips query strings
+                    d = {k: (_no_query(v) if k in _URL_FIELDS else v) for k, v in d.items()}
+                out["exc"] = _safe(d)
         return json.dumps(out, default=str, ensure_ascii=False)
 
 
@@ -71,6 +75,16 @@ class TextFormatter(JsonFormatter):
         d = json.loads(super().format(record))
         head = f"{d.pop('ts')} {d.pop('level'):7} {d.pop('logger')}: {d.pop('msg')}"
         return head + ("" if not d else " " + " ".join(f"{k}={v}" for k, v in d.items()))
+
+
+_URL_FIELDS = {"url", "path"}
+
+
+def _no_query(v: Any) -> Any:
+    """A URL or path without its query string or fragment (search values may identify patients)."""
+    if isinstance(v, str):
+        return v.split("?", 1)[0].split("#", 1)[0]
+    return v
 
 
 def _safe(v: Any) -> Any:

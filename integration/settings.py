@@ -7,15 +7,27 @@ Every setting is documented in the README's configuration table; keep the two in
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, cast
 
 from integration.errors import ConfigError
+from integration.fhir.auth import DEFAULT_SCOPE
 
 _SECRET_FIELDS = {"auth_password", "auth_token", "smart_private_key", "flower_basic_auth"}
+_URL_FIELDS = {"broker_url", "redis_url", "fhir_base_url", "smart_token_url"}
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://)([^@/]*)@", re.IGNORECASE)
+
+log = logging.getLogger("ptbill.settings")
+
+
+def redact_url(url: str) -> str:
+    """``redis://:secret@host/0`` -> ``redis://***@host/0`` (credentials in a URL are a secret too)."""
+    return _URL_PASSWORD.sub(r"\1***@", url)
 
 
 def _read_secret(env: Mapping[str, str], name: str) -> str | None:
@@ -72,12 +84,7 @@ class Settings:
     smart_kid: str | None = None
     smart_alg: str = "RS384"
     smart_token_url: str | None = None
-    smart_scope: str = (
-        "system/Encounter.read system/Procedure.read system/Coverage.read system/Patient.read "
-        "system/Practitioner.read system/PractitionerRole.read system/EpisodeOfCare.read "
-        "system/ChargeItem.read system/ChargeItem.write system/DetectedIssue.read system/DetectedIssue.write "
-        "system/Task.read system/Task.write system/Flag.read system/Flag.write system/Provenance.write"
-    )
+    smart_scope: str = DEFAULT_SCOPE
     tls_verify: bool = True
     ca_bundle: str | None = None
     http_timeout: float = 30.0
@@ -110,8 +117,16 @@ class Settings:
         out: dict[str, object] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            out[f.name] = "***" if (f.name in _SECRET_FIELDS and v) else v
+            if f.name in _SECRET_FIELDS and v:
+                v = "***"
+            elif f.name in _URL_FIELDS and isinstance(v, str):
+                v = redact_url(v)
+            out[f.name] = v
         return out
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
+        return f"Settings({shown})"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -159,6 +174,8 @@ class Settings:
             mappings_dir=e.get("PTBILL_MAPPINGS_DIR") or None,
         )
         s.validate()
+        if not s.tls_verify:
+            log.warning("TLS certificate verification is OFF (PTBILL_TLS_VERIFY=false); for testing only")
         return s
 
     def validate(self) -> None:
@@ -180,3 +197,11 @@ class Settings:
             raise ConfigError("PTBILL_WRITE_MODE must be id or conditional")
         if self.log_format not in ("json", "text"):
             raise ConfigError("PTBILL_LOG_FORMAT must be json or text")
+        if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError("PTBILL_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        if self.max_retries < 0:
+            raise ConfigError("PTBILL_MAX_RETRIES must not be negative")
+        if self.sync_interval_seconds < 1 or self.lock_timeout < 1 or self.visibility_timeout < 1:
+            raise ConfigError(
+                "PTBILL_SYNC_INTERVAL, PTBILL_LOCK_TIMEOUT and PTBILL_VISIBILITY_TIMEOUT must be positive"
+            )
