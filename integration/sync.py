@@ -418,8 +418,8 @@ def process_group(
         answer = client.transaction(plan.bundle, idempotent=True)
         outcome.requests += 1
         results = parse_transaction_response(answer)
-        # entries: Device, outputs..., retirements..., Provenance
-        for r in results[1 : 1 + len(plan.written)]:
+        # entries: outputs..., retirements..., Provenance
+        for r in results[: len(plan.written)]:
             if r.status == 201:
                 outcome.created += 1
             else:
@@ -439,7 +439,6 @@ def dry_run_bundle(groups: list[Group], tables: Tables, recorded: datetime | Non
     plan shows updates and retirements exactly as the live pipeline would.
     """
     entries: list[dict[str, Any]] = []
-    device_added = False
     for g in groups:
         facts, decision = decide_group(g, tables)
         desired = build_outputs(facts, decision)
@@ -460,12 +459,7 @@ def dry_run_bundle(groups: list[Group], tables: Tables, recorded: datetime | Non
         plan = plan_writes(facts, decision, desired, existing, recorded=recorded)
         if plan.bundle is None:
             continue
-        for e in plan.bundle["entry"]:
-            if e["resource"]["resourceType"] == "Device" and e["request"]["method"] == "POST":
-                if device_added:
-                    continue
-                device_added = True
-            entries.append(e)
+        entries.extend(plan.bundle["entry"])
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
 
 

@@ -38,30 +38,12 @@ log = logging.getLogger(__name__)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 SUPPORTED_ALGS = ("RS384", "ES384", "RS256", "ES256")
 
-# SMART v1 scopes ptbill needs: read the documentation, read/write the review resources it produces.
+# The minimal SMART v1 scopes ptbill needs: read the documentation it decides on, read/write the review
+# resources it produces (it reads them back to update in place and retire stale ones). README lists them.
+READ_TYPES = ("Encounter", "Procedure", "Patient", "Practitioner", "PractitionerRole", "Coverage", "EpisodeOfCare")
+WRITE_TYPES = ("ChargeItem", "DetectedIssue", "Task", "Flag", "Provenance")
 DEFAULT_SCOPE = " ".join(
-    [
-        *(
-            f"system/{t}.read"
-            for t in (
-                "Encounter",
-                "Procedure",
-                "Patient",
-                "Practitioner",
-                "PractitionerRole",
-                "Organization",
-                "Condition",
-                "Coverage",
-                "Observation",
-                "ServiceRequest",
-            )
-        ),
-        *(
-            f"system/{t}.{p}"
-            for t in ("ChargeItem", "DetectedIssue", "Task", "Flag", "Provenance")
-            for p in ("read", "write")
-        ),
-    ]
+    [*(f"system/{t}.read" for t in READ_TYPES), *(f"system/{t}.{p}" for t in WRITE_TYPES for p in ("read", "write"))]
 )
 
 # Token refreshed this long before the server says it expires (halved for very short-lived tokens).

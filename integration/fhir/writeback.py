@@ -352,7 +352,6 @@ def build_provenance(
     facts: EncounterFacts,
     decision: Decision,
     targets: list[dict[str, str]],
-    device_full_url: str,
     recorded: datetime | None = None,
 ) -> dict[str, Any]:
     entities: list[dict[str, Any]] = []
@@ -397,30 +396,14 @@ def build_provenance(
                         }
                     ]
                 },
-                "who": {"reference": device_full_url, "display": f"ptbill {__version__}"},
+                "who": {
+                    "type": "Device",
+                    "identifier": {"system": DEVICE_IDENTIFIER, "value": "ptbill"},
+                    "display": f"ptbill {__version__}",
+                },
             }
         ],
         "entity": entities,
-    }
-
-
-def device_entry() -> dict[str, Any]:
-    """Conditional create of the ptbill Device (never updated, so never version-bumped)."""
-    full_url = f"urn:uuid:{uuid.uuid5(_NS, 'device')}"
-    return {
-        "fullUrl": full_url,
-        "resource": {
-            "resourceType": "Device",
-            "identifier": [{"system": DEVICE_IDENTIFIER, "value": "ptbill"}],
-            "status": "active",
-            "deviceName": [{"name": "ptbill", "type": "manufacturer-name"}],
-            "version": [{"value": __version__}],
-        },
-        "request": {
-            "method": "POST",
-            "url": "Device",
-            "ifNoneExist": f"identifier={quote(DEVICE_IDENTIFIER + '|ptbill', safe='')}",
-        },
     }
 
 
@@ -516,11 +499,9 @@ def plan_writes(
         retired.append(cur.identifier)
     if not entries:
         return Plan(None, (), (), unchanged, tuple(kept))
-    dev = device_entry()
     targets = [{"reference": e["fullUrl"]} for e in entries if "fullUrl" in e]
-    prov = build_provenance(facts, decision, targets, dev["fullUrl"], recorded)
+    prov = build_provenance(facts, decision, targets, recorded)
     entries = [
-        dev,
         *entries,
         {"resource": prov, "request": {"method": "PUT", "url": f"Provenance/{prov['id']}"}},
     ]

@@ -97,7 +97,7 @@ def test_sync_writes_once_and_is_idempotent(fhir_server, redis_url, workers):
         # each processed encounter got one Provenance naming its sources and the rule versions
         provs = [r for k, r in first.items() if k.startswith("Provenance/")]
         assert all(
-            p["entity"] and p["policy"] and p["agent"][0]["who"]["reference"].startswith("Device/")
+            p["entity"] and p["policy"] and p["agent"][0]["who"]["type"] == "Device"
             for p in provs
         )
 

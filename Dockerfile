@@ -1,0 +1,13 @@
+# ptbill worker / beat / flower image
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY integration ./integration
+COPY tasks ./tasks
+COPY mappings ./mappings
+RUN pip install . && useradd --system --uid 10001 ptbill
+USER ptbill
+# the worker refuses to start on invalid mapping tables; this makes the image fail fast too
+RUN ptbill mappings check >/dev/null
+CMD ["celery", "-A", "tasks.app", "worker", "-E", "-Q", "fhir_read,process,maintenance", "--loglevel=INFO"]
