@@ -4,7 +4,7 @@
   ptbill seed --patients N            load a synthetic PT clinic into PTBILL_FHIR_BASE_URL
   ptbill sync [--inline]              one sync run now (through the workers, or in this process)
   ptbill backfill --since --until     re-process a window without moving the watermark
-  ptbill status [--json]              last sync, watermark, counters, dead letters; non-zero if failing
+  ptbill status [--json]              last sync, watermark, counters, dead letters; 1 if failed/dead letters
   ptbill retry-failed                 re-drive dead-lettered encounters
   ptbill classify FILE|-              classify JSONL interventions (stable contract)
   ptbill eval FILE                    accuracy report on labelled JSONL
@@ -166,11 +166,20 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
             except PtbillError as e:
                 finish_failed(rt, run_id, enc, failure_reason(e), 1)
 
-        run = begin_run(rt, None, since, until, backfill)
-        if run is None:
-            print(json.dumps({"status": "skipped-locked"}))
+        run = None
+        try:
+            run = begin_run(rt, None, since, until, backfill)
+            if run is None:
+                print(json.dumps({"status": "skipped-locked"}))
+                return 1
+            page_run(rt, run, dispatch)
+        except PtbillError as e:  # e.g. the FHIR server is down: record it so `ptbill status` shows it
+            run_id = run.run_id if run is not None else None
+            rt.state.record_failure(failure_reason(e), run_id)
+            if run_id:
+                rt.state.release_sync_lock(run_id)
+            print(json.dumps({"status": "failed", "run_id": run_id, "reason": failure_reason(e)}))
             return 1
-        page_run(rt, run, dispatch)
         info = rt.state.run(run.run_id)
     else:
         from tasks.app import app
@@ -196,37 +205,151 @@ def cmd_backfill(a: argparse.Namespace) -> int:
     return _run(a, a.since, a.until, True)
 
 
+_STATUS_COUNTERS = (
+    "dispatched",
+    "processed",
+    "unchanged",
+    "dead_lettered",
+    "created",
+    "updated",
+    "retired",
+    "kept_reviewed",
+    "lines",
+    "units",
+    "findings",
+    "actions",
+    "flags",
+    "input_problems",
+    "bundle_problems",
+    "pages",
+    "fhir_read_requests",
+    "fhir_write_requests",
+)
+
+
+def _counters(d: dict[str, Any]) -> dict[str, int]:
+    """The numeric counters of a run record or the totals, known ones first, then skipped:/units:/..."""
+    out: dict[str, int] = {}
+    for k in _STATUS_COUNTERS:
+        if k in d:
+            out[k] = _as_int(d[k])
+    for k in sorted(d):
+        if k not in out and ":" in k:
+            out[k] = _as_int(d[k])
+    return out
+
+
+def _as_int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+def status_report(s: Any, st: Any) -> dict[str, Any]:
+    """Everything ``ptbill status`` shows, as plain data (``--json`` prints it as is)."""
+    last = st.last()
+    ok = st.last_ok()
+    dead = st.dead_letters()
+    failed = last.get("status") == "failed"
+    report: dict[str, Any] = {
+        "server": s.redacted()["fhir_base_url"],
+        "server_key": s.server_key,
+        "watermark": st.watermark(),
+        "ledger_complete": st.has_epoch(),
+        "sync_running": st.sync_lock_holder() is not None,
+        "last_run": {
+            "status": last.get("status"),
+            "run_id": last.get("run_id") or None,
+            "started": last.get("started"),
+            "finished": last.get("finished"),
+            "since": last.get("since"),
+            "until": last.get("until"),
+            "reason": last.get("reason"),
+            "counters": _counters(last),
+        }
+        if last
+        else None,
+        "last_successful_run": {
+            "run_id": ok.get("run_id"),
+            "finished": ok.get("finished"),
+            "since": ok.get("since"),
+            "until": ok.get("until"),
+            "counters": _counters(ok),
+        }
+        if ok
+        else None,
+        "totals": _counters(st.totals()),
+        "dead_letters": [
+            {
+                "encounter": f"Encounter/{enc}",
+                "reason": d.get("reason"),
+                "attempts": d.get("attempts"),
+                "at": d.get("at"),
+                "run_id": d.get("run"),
+            }
+            for enc, d in sorted(dead.items())
+        ],
+    }
+    problems = []
+    if failed:
+        problems.append("last sync failed")
+    if dead:
+        problems.append(f"{len(dead)} dead-lettered encounter(s)")
+    if not last:
+        problems.append("never synced")
+    report["healthy"] = not (failed or dead)
+    report["problems"] = problems
+    return report
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    w = sys.stdout.write
+    w(f"server:           {report['server']} (key {report['server_key']})\n")
+    w(f"health:           {'OK' if report['healthy'] else 'ATTENTION: ' + '; '.join(report['problems'])}\n")
+    w(f"watermark:        {report['watermark'] or '(never synced)'}\n")
+    w(f"sync running:     {'yes' if report['sync_running'] else 'no'}\n")
+    last = report["last_run"]
+    if last is None:
+        w("last run:         (none)\n")
+    else:
+        w(f"last run:         {last['status']} at {last['finished'] or '-'} (run {last['run_id'] or '-'})\n")
+        if last.get("since"):
+            w(f"  window:         ({last['since']}, {last['until']}]\n")
+        if last.get("reason"):
+            w(f"  reason:         {last['reason']}\n")
+        for k, v in last["counters"].items():
+            w(f"  {k:<22} {v}\n")
+    ok = report["last_successful_run"]
+    if ok is None:
+        w("last successful:  (none)\n")
+    else:
+        w(f"last successful:  {ok['finished']} (run {ok['run_id']}, up to {ok['until']})\n")
+    w("totals (all runs):\n")
+    for k in ("processed", "unchanged", "created", "updated", "retired", "dead_lettered", "input_problems"):
+        w(f"  {k:<22} {report['totals'].get(k, 0)}\n")
+    for k, v in report["totals"].items():
+        if k.startswith("skipped:"):
+            w(f"  {k:<22} {v}\n")
+    w(f"dead letters:     {len(report['dead_letters'])}\n")
+    for d in report["dead_letters"]:
+        w(f"  {d['encounter']}: {d['reason']} (attempts {d['attempts']}, at {d['at']}, run {d['run_id']})\n")
+    if report["dead_letters"]:
+        w("  re-drive with: ptbill retry-failed\n")
+
+
 def cmd_status(a: argparse.Namespace) -> int:
+    """Exit 0 when healthy; 1 when the last sync failed or encounters are dead-lettered."""
     from integration.state import StateStore
 
     s = _settings()
     st = StateStore.from_url(s.redis_url, s.server_key)
-    last = st.last()
-    report = {
-        "server": s.fhir_base_url,
-        "watermark": st.watermark(),
-        "ledger_complete": st.has_epoch(),
-        "last_run": last,
-        "last_successful_run": st.last_ok(),
-        "totals": st.totals(),
-        "sync_running": st.sync_lock_holder() is not None,
-        "dead_letters": st.dead_letters(),
-    }
+    report = status_report(s, st)
     if a.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
-        print(f"server:            {report['server']}")
-        print(f"watermark:         {report['watermark'] or '(never synced)'}")
-        print(f"last run:          {last.get('status', '(none)')} at {last.get('finished', '-')}")
-        ok = report["last_successful_run"]
-        print(f"last successful:   {ok.get('finished', '(none)')}")
-        totals = report["totals"]
-        for k in ("encounters", "processed", "unchanged", "created", "updated", "retired", "dead_lettered"):
-            print(f"  {k:<16} {totals.get(k, 0)}")
-        print(f"dead letters:      {len(report['dead_letters'])}")
-        for enc, d in sorted(report["dead_letters"].items()):
-            print(f"  Encounter/{enc}: {d.get('reason')} (attempts {d.get('attempts')}, {d.get('at')})")
-    return 1 if last.get("status") == "failed" else 0
+        _print_status(report)
+    return 0 if report["healthy"] else 1
 
 
 def cmd_retry_failed(a: argparse.Namespace) -> int:
@@ -293,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--until", required=True, help="ISO instant, inclusive")
         sp.set_defaults(fn=fn)
 
-    st = sub.add_parser("status", help="sync status; exits 1 when the last sync failed")
+    st = sub.add_parser(
+        "status", help="sync status; exits 1 when the last sync failed or encounters are dead-lettered"
+    )
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)
 

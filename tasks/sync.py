@@ -44,7 +44,7 @@ def dispatch(encounter_id: str, run_id: str) -> None:
     process_encounter.apply_async((encounter_id, run_id), queue=QUEUE_PROCESS)
 
 
-@app.task(name=TASK_SYNC, bind=True, acks_late=True, max_retries=5)
+@app.task(name=TASK_SYNC, bind=True, acks_late=True, max_retries=settings.max_retries)
 def sync_run(
     self: Task,
     run_id: str | None = None,
