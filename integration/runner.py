@@ -21,6 +21,7 @@ from integration.fhir.writeback import PTBILL_TAG
 from integration.settings import Settings
 from integration.state import RunInfo, StateStore
 from integration.sync import (
+    STAFF_TYPES,
     Group,
     Outcome,
     ReadStats,
@@ -31,6 +32,7 @@ from integration.sync import (
     fetch_encounter,
     iso,
     iter_window,
+    performer_context,
     process_group,
     r4b_validator,
     server_now,
@@ -151,12 +153,18 @@ def page_run(rt: Runtime, run: RunInfo, dispatch: Dispatch) -> ReadStats:
     known: set[str] = set()
     before = client.stats.snapshot().get("requests", 0)
     t0 = time.perf_counter()
+    staff: dict[str, dict[str, Any]] = {}  # performers' Practitioner/PractitionerRole fetched in this run
     for groups in iter_window(client, run.since, run.until, rt.settings.encounter_statuses, stats):
+        # Patient context (Coverages, prior ChargeItems) is fetched per page: one patient's encounters
+        # may sit on several pages and every group must carry its own. Performers are fetched once per
+        # run and reused on later pages (without them discipline and PT/PTA roles are unknown).
+        known = {k for k in known if k.startswith("perf:")}
         reqs = context_requests(groups, known)
         context = fetch_context(client, reqs) if reqs else {}
         if context:
             st.r.set(f"{st.p}:run:{run.run_id}:ctxpage:{len(known)}", "1", ex=60)  # liveness breadcrumb
-        ready = [attach_context(g, context) for g in groups]
+        staff.update({k: r for k, r in context.items() if r.get("resourceType") in STAFF_TYPES})
+        ready = [attach_context(g, {**performer_context(g, staff), **context}) for g in groups]
         for g in ready:
             st.put_group(run.run_id, g.encounter_id, g.to_json())
         st.add_pending(run.run_id, [g.encounter_id for g in ready])

@@ -259,6 +259,34 @@ def fetch_context(client: FhirClient, reqs: list[tuple[str, str]]) -> dict[str, 
     return out
 
 
+STAFF_TYPES = ("Practitioner", "PractitionerRole")
+
+
+def performer_context(group: Group, staff: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The Practitioner/PractitionerRole resources in ``staff`` (``Type/id`` -> resource, fetched on an
+    earlier page of the run) that this group's Procedure performers need: the actor, its roles (for a
+    Practitioner) or its practitioner (for a PractitionerRole). ``context_requests`` fetches each
+    performer only once per run, so later pages must reuse what was fetched before."""
+    out: dict[str, dict[str, Any]] = {}
+    for res in group.related.values():
+        if res.get("resourceType") != "Procedure":
+            continue
+        for perf in res.get("performer") or []:
+            actor = ref_of(perf.get("actor")) if isinstance(perf, dict) else None
+            if not actor or actor not in staff or actor in group.related:
+                continue
+            out[actor] = staff[actor]
+            if actor.startswith("PractitionerRole/"):
+                pract = ref_of(staff[actor].get("practitioner"))
+                if pract and pract in staff:
+                    out[pract] = staff[pract]
+            else:
+                for key, r in staff.items():
+                    if r.get("resourceType") == "PractitionerRole" and ref_of(r.get("practitioner")) == actor:
+                        out[key] = r
+    return out
+
+
 def attach_context(group: Group, context: dict[str, dict[str, Any]]) -> Group:
     rel = dict(group.related)
     for k, v in context.items():

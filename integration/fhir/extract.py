@@ -571,12 +571,17 @@ def extract_encounter(encounter: dict[str, Any], related: Mapping[str, dict[str,
         if total_treatment is None:
             problems.append(f"{where}: length is not a Duration in min/h/s")
 
-    # resources of the related map, each once (urn:uuid aliases point at the same dict)
-    seen: set[int] = set()
+    # resources of the related map, each once: aliases (urn:uuid / absolute fullUrl and Type/id) point
+    # at the same dict in memory, but at equal copies after a JSON round trip (the claim check in
+    # Redis), so dedupe by Type/id, and by identity only for resources without an id.
+    seen: set[object] = set()
     resources: list[dict[str, Any]] = []
     for res in related.values():
-        if isinstance(res, dict) and id(res) not in seen:
-            seen.add(id(res))
+        if not isinstance(res, dict):
+            continue
+        mark: object = _key_of(res) or id(res)
+        if mark not in seen:
+            seen.add(mark)
             resources.append(res)
 
     # procedures of this encounter
