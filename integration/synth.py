@@ -24,6 +24,10 @@ conflict with the text, vague entries, group sessions, PT and PTA (and one OT) p
 Procedure carries ``meta.tag`` ``https://ptbill.dev/synthetic/intended-code`` with the code the generator
 meant (for evaluation only -- extraction does not read meta.tag; never present in real data).
 
+About a third of the Medicare patients had an earlier, already billed episode this calendar year:
+``billed`` ChargeItems (CPT code, units, dated before this episode) that bring the year-to-date spend
+near or past the Medicare KX threshold (so KX Flags and ATTEST-KX Tasks appear).
+
 Some Encounters carry the ptbill extensions documented in ``integration.fhir.extract`` (visit number,
 total timed / treatment minutes, group size, last progress report visit, POC certified date).
 
@@ -462,6 +466,19 @@ NOTES = (
 
 _SOPT_DEPRECATED = SOPT_SYSTEMS[1]
 
+# Prior billed episode this year (some Medicare patients): share of Medicare patients, number of
+# visits, and what one prior visit billed (CPT, units). About $90-$160 a visit with the shipped example
+# fee schedule, so 18-26 visits put the year-to-date spend around the KX threshold.
+PRIOR_EPISODE_SHARE = 0.35
+PRIOR_EPISODE_VISITS = (18, 26)
+PRIOR_VISIT_CHARGES: tuple[tuple[tuple[str, int], ...], ...] = (
+    (("97110", 2), ("97140", 1)),
+    (("97110", 2), ("97530", 1)),
+    (("97110", 1), ("97112", 1), ("97140", 1)),
+    (("97530", 2), ("97116", 1)),
+    (("97110", 2), ("97112", 1), ("97140", 1)),
+)
+
 
 # --- patient data ------------------------------------------------------------------------------
 
@@ -499,6 +516,8 @@ class _PatientGen:
         self.n = n
         self.start = start
         self.visits = visits
+        self.seed = seed
+        self.shift = 0  # days this patient's episode starts after ``start`` (prior episode first)
         self.entries: list[dict[str, Any]] = []
         self.patient_url = _full_url("Patient", self.pid)
 
@@ -531,8 +550,49 @@ class _PatientGen:
         self._coverage(payer, "cov-1", 1)
         if medicare and rng.random() < 0.15:
             self._coverage("payer-medicaid", "cov-2", 2)  # dual eligible
+        if medicare:
+            self._prior_charges()
         self._episode_and_visits()
         return _bundle(self.entries)
+
+    def _prior_charges(self) -> None:
+        """Some Medicare patients had an earlier episode this calendar year, already billed.
+
+        Its ChargeItems (status ``billed``, CPT code and units, dated before this episode) make the
+        year-to-date therapy spend approach or pass the Medicare KX threshold, so the engine's KX
+        Flags and ATTEST-KX Tasks show up. A separate ``random.Random`` keyed by seed and patient
+        number is used, so the main stream (and every other patient) is unchanged.
+        """
+        kx = random.Random(f"ptbill-synth-prior|{self.seed}|{self.n}")  # noqa: S311 - test data
+        if kx.random() >= PRIOR_EPISODE_SHARE:
+            return
+        visits = kx.randint(*PRIOR_EPISODE_VISITS)
+        day = date(self.start.year, 1, 2)
+        for v in range(1, visits + 1):
+            while day.weekday() >= 5:
+                day += timedelta(days=1)
+            for code, units in PRIOR_VISIT_CHARGES[kx.randrange(len(PRIOR_VISIT_CHARGES))]:
+                tpl = TEMPLATES[code]
+                self.entries.append(
+                    _entry(
+                        "ChargeItem",
+                        f"{self.pid}-prior-{v:02d}-{code}",
+                        {
+                            "status": "billed",
+                            "code": {"coding": [{"system": CPT, "code": code, "display": tpl.display}]},
+                            "subject": {"reference": self.patient_url},
+                            "occurrenceDateTime": day.isoformat(),
+                            "quantity": {"value": units},
+                            "performingOrganization": {"reference": _cond("Organization", CLINIC[0])},
+                            "enteredDate": _iso(
+                                datetime(day.year, day.month, day.day, 18, 0, tzinfo=_TZ) + timedelta(days=1)
+                            ),
+                        },
+                    )
+                )
+            day += timedelta(days=kx.choice([1, 2, 2, 3]))
+        # this episode starts after the earlier one ended
+        self.shift = max(self.shift, (day - self.start).days + kx.randint(3, 10))
 
     def _coverage(self, payer_key: str, suffix: str, order: int) -> None:
         rng = self.rng
@@ -562,7 +622,7 @@ class _PatientGen:
     def _episode_and_visits(self) -> None:
         rng = self.rng
         n_visits = rng.randint(*self.visits)
-        first = self.start + timedelta(days=rng.randint(0, 20))
+        first = self.start + timedelta(days=self.shift + rng.randint(0, 20))
         while first.weekday() >= 5:
             first += timedelta(days=1)
         pt = rng.choice(_PTS)

@@ -206,3 +206,69 @@ def test_names_are_clearly_fake(clinic: list[dict[str, Any]]) -> None:
     for p in _resources(clinic, "Patient"):
         assert p["name"][0]["text"] == "synthetic test patient"
     assert all("synthetic" in o["name"] for o in _resources(clinic[:1], "Organization"))
+
+
+def _patient_of(res: dict[str, Any]) -> str:
+    return (res.get("subject") or res.get("beneficiary") or res.get("patient"))["reference"]
+
+
+def test_prior_billed_charges_for_some_medicare_patients(clinic: list[dict[str, Any]]) -> None:
+    medicare = {
+        _patient_of(c) for c in _resources(clinic, "Coverage") if c["type"]["coding"][0]["code"] == "1"
+    }
+    charges = _resources(clinic, "ChargeItem")
+    with_prior = {_patient_of(c) for c in charges}
+    assert with_prior and with_prior <= medicare and with_prior != medicare  # some, not all, Medicare only
+    first_visit: dict[str, str] = {}
+    for e in _resources(clinic, "Encounter"):
+        p = _patient_of(e)
+        first_visit[p] = min(first_visit.get(p, "9999"), e["period"]["start"][:10])
+    for c in charges:
+        assert c["status"] == "billed"
+        (coding,) = c["code"]["coding"]
+        assert coding["system"] == CPT and coding["code"].startswith("97")
+        assert isinstance(c["quantity"]["value"], int) and c["quantity"]["value"] >= 1
+        day = c["occurrenceDateTime"]
+        assert day < first_visit[_patient_of(c)] and day[:4] == first_visit[_patient_of(c)][:4]
+        assert "context" not in c  # an earlier episode: no Encounter of this clinic's data
+
+
+def test_prior_charges_do_not_change_other_patients() -> None:
+    """Prior charges use their own random stream: patients without them are generated as before."""
+    import integration.synth as synth
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(synth, "PRIOR_EPISODE_SHARE", 0.0)
+        without = synth.generate_clinic(patients=12, seed=5)
+    with_prior = synth.generate_clinic(patients=12, seed=5)
+    changed = [
+        (a, b)
+        for a, b in zip(without[1:], with_prior[1:], strict=True)
+        if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True)
+    ]
+    assert 0 < len(changed) < 12
+    for _, b in changed:
+        assert any(e["resource"]["resourceType"] == "ChargeItem" for e in b["entry"])
+
+
+def test_prior_charges_bring_kx_flags_and_attestation_tasks(clinic: list[dict[str, Any]]) -> None:
+    from integration.decide import decide
+    from mappings.loader import default_tables
+
+    tables = default_tables()
+    master = {"resourceType": "Bundle", "type": "collection", "entry": clinic[0]["entry"]}
+    flags: set[str] = set()
+    tasks = 0
+    for b in clinic[1:]:
+        if not any(e["resource"]["resourceType"] == "ChargeItem" for e in b["entry"]):
+            continue
+        groups, _ = group_bundle({**b, "entry": master["entry"] + b["entry"]})
+        for enc, related in groups:
+            facts = extract_encounter(enc, related)
+            assert facts.prior_charges and all(pc.status == "billed" for pc in facts.prior_charges)
+            d = decide(facts, tables)
+            flags |= {f.code for f in d.flags if f.code.startswith("KX-")}
+            tasks += sum(a.code == "ATTEST-KX" for a in d.actions)
+            assert not any(m.code == "KX" for ln in d.lines for m in ln.modifiers)  # never added
+    assert "KX-THRESHOLD-NEAR" in flags or "KX-THRESHOLD-EXCEEDED" in flags
+    assert tasks > 0
