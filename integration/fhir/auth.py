@@ -40,10 +40,21 @@ SUPPORTED_ALGS = ("RS384", "ES384", "RS256", "ES256")
 
 # The minimal SMART v1 scopes ptbill needs: read the documentation it decides on, read/write the review
 # resources it produces (it reads them back to update in place and retire stale ones). README lists them.
-READ_TYPES = ("Encounter", "Procedure", "Patient", "Practitioner", "PractitionerRole", "Coverage", "EpisodeOfCare")
+READ_TYPES = (
+    "Encounter",
+    "Procedure",
+    "Patient",
+    "Practitioner",
+    "PractitionerRole",
+    "Coverage",
+    "EpisodeOfCare",
+)
 WRITE_TYPES = ("ChargeItem", "DetectedIssue", "Task", "Flag", "Provenance")
 DEFAULT_SCOPE = " ".join(
-    [*(f"system/{t}.read" for t in READ_TYPES), *(f"system/{t}.{p}" for t in WRITE_TYPES for p in ("read", "write"))]
+    [
+        *(f"system/{t}.read" for t in READ_TYPES),
+        *(f"system/{t}.{p}" for t in WRITE_TYPES for p in ("read", "write")),
+    ]
 )
 
 # Token refreshed this long before the server says it expires (halved for very short-lived tokens).
