@@ -167,20 +167,19 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
                 finish_failed(rt, run_id, enc, failure_reason(e), 1)
 
         run = None
+        run_id = uuid.uuid4().hex[:16]  # named up front, so a failure can release the lock it took
         try:
-            run = begin_run(rt, None, since, until, backfill)
+            run = begin_run(rt, run_id, since, until, backfill)
             if run is None:
                 print(json.dumps({"status": "skipped-locked"}))
                 return 1
             page_run(rt, run, dispatch)
         except PtbillError as e:  # e.g. the FHIR server is down: record it so `ptbill status` shows it
-            run_id = run.run_id if run is not None else None
             rt.state.record_failure(failure_reason(e), run_id)
-            if run_id:
-                rt.state.release_sync_lock(run_id)
+            rt.state.release_sync_lock(run_id)
             print(json.dumps({"status": "failed", "run_id": run_id, "reason": failure_reason(e)}))
             return 1
-        info = rt.state.run(run.run_id)
+        info = rt.state.run(run_id)
     else:
         from tasks.app import app
         from tasks.config import QUEUE_READ, TASK_SYNC
@@ -192,7 +191,7 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
             queue=QUEUE_READ,
         )
         info = _wait_run(rt.state, run_id, a.timeout, not a.quiet)
-    info = {k: v for k, v in info.items()}
+    info = {**info, "run_id": run_id}
     print(json.dumps(info, sort_keys=True))
     return 0 if info.get("status") not in ("failed", "timeout", "skipped-locked") else 1
 
