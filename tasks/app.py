@@ -45,6 +45,8 @@ def _setup_logging(**_: Any) -> None:
 @signals.worker_init.connect
 def _check_tables(**_: Any) -> None:
     """Refuse to start on a bad mapping table: a worker must never bill from broken rules."""
+    if not logging.getLogger().handlers:  # worker_init can run before setup_logging
+        logs.configure(settings.log_level, settings.log_format)
     try:
         tables = load_settings_tables(settings)
     except MappingTableError as e:
