@@ -23,7 +23,7 @@ from typing import Any
 from integration.billing import ncci
 from integration.billing.context import PayerContext, performer_roles, resolve_payer
 from integration.billing.rules import src
-from integration.billing.units import TIE_BREAK, allocate
+from integration.billing.units import TIE_BREAK, allocate, cms_total_units
 from integration.model import (
     UNSUPPORTED,
     ActionItem,
@@ -139,7 +139,7 @@ def bill(
     _ncci(lines, items, facts, tables, prof, edits if edits is not None else ncci.official_edits(), out)
     _payer_rules(lines, facts, prof, out)
     _kx(lines, facts, tables, payer, out)
-    _documentation(lines, items, facts, tables, untimed_minutes_all, prof, out)
+    _documentation(lines, items, facts, tables, untimed_minutes_all, prof, out, classified)
 
     frozen = tuple(
         BillingLine(
@@ -325,7 +325,7 @@ def _fill_minutes(items: list[_Item], facts: EncounterFacts, prof: Any, out: _Ou
         )
         for it in missing:
             out.skipped.append(Skipped(it.pid, "no-minutes"))
-        if known:
+        if known and prof.unit_rule == "CMS":  # AMA: each code stands alone, other codes are final
             out.finding(
                 "BILL-UNITS-PROVISIONAL",
                 "moderate",
@@ -963,6 +963,7 @@ def _documentation(
     untimed_minutes: int,
     prof: Any,
     out: _Out,
+    classified: tuple[ClassifiedIntervention, ...] = (),
 ) -> None:
     timed_items = [it for it in items if it.timed]
     documented_per_item = sum(
@@ -973,35 +974,53 @@ def _documentation(
     tt = facts.documented_total_timed_minutes
     tx = facts.documented_total_treatment_minutes
     if tt is not None:
-        if timed_items and all_known and documented_per_item != tt:
-            out.finding(
-                "DOC-TIMED-MINUTES-MISMATCH",
-                "moderate",
-                f"Per-intervention timed minutes add up to {documented_per_item} but the note documents "
-                f"{tt} total timed minutes.",
-                "DOC-TOTALS",
-            )
+        # One discrepancy, one finding: when the minutes disagree AND the units differ, the unit
+        # finding says both; the plain minutes mismatch is reported only when the units agree.
+        mismatch = bool(timed_items) and all_known and documented_per_item != tt
+        per_item = (
+            f" (the per-intervention timed minutes add up to {documented_per_item})" if mismatch else ""
+        )
+        unit_finding = False
         if prof.unit_rule == "CMS":
-            from integration.billing.units import cms_total_units
-
             supported = cms_total_units(tt)
             if timed_units > supported:
+                unit_finding = True
                 out.finding(
                     "DOC-UNITS-EXCEED-TOTAL",
                     "high",
                     f"{timed_units} timed units suggested but the documented {tt} total timed minutes "
-                    f"support "
-                    f"{supported}. Billing and total timed minutes must be consistent.",
+                    f"support {supported}{per_item}. Billing and total timed minutes must be consistent.",
                     "DOC-TOTALS",
                 )
             elif timed_units < supported and all_known:
+                unit_finding = True
+                unbilled = _unbilled_timed(facts, classified)
+                why = (
+                    f"; {unbilled} documented intervention(s) with minutes got no line (unclassifiable "
+                    "or not recognised as therapy): document what was done"
+                    if unbilled
+                    else "; check for timed services missing from the record"
+                )
                 out.finding(
                     "DOC-UNITS-BELOW-TOTAL",
                     "low",
-                    f"Documented {tt} total timed minutes support {supported} units but the documented "
-                    f"interventions give {timed_units}; check for timed services missing from the record.",
+                    f"Documented {tt} total timed minutes support {supported} units but the billed "
+                    f"interventions give {timed_units}{per_item}{why}.",
                     "DOC-TOTALS",
                 )
+        if mismatch and not unit_finding:
+            same = (
+                f" Both give {timed_units} timed unit(s); correct whichever is wrong so the note agrees."
+                if prof.unit_rule == "CMS"
+                else ""
+            )
+            out.finding(
+                "DOC-TIMED-MINUTES-MISMATCH",
+                "low" if prof.unit_rule == "CMS" else "moderate",
+                f"Per-intervention timed minutes add up to {documented_per_item} but the note documents "
+                f"{tt} total timed minutes.{same}",
+                "DOC-TOTALS",
+            )
     if tx is not None and tt is not None and tx < tt:
         out.finding(
             "DOC-TREATMENT-LT-TIMED",
@@ -1028,6 +1047,12 @@ def _documentation(
         )
     _group(items, facts, tables, out)
     _episode(facts, tables, out)
+
+
+def _unbilled_timed(facts: EncounterFacts, classified: tuple[ClassifiedIntervention, ...]) -> int:
+    """Completed interventions with minutes that got no code: UNSUPPORTED, or not recognised as therapy."""
+    coded = {ci.intervention.id for ci in classified if ci.classification.code != UNSUPPORTED}
+    return sum(1 for i in facts.interventions if i.status == "completed" and i.minutes and i.id not in coded)
 
 
 def _group(items: list[_Item], facts: EncounterFacts, tables: Tables, out: _Out) -> None:

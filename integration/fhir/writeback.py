@@ -46,6 +46,7 @@ FINDING_SYSTEM = f"{BASE}/CodeSystem/finding"
 ACTION_SYSTEM = f"{BASE}/CodeSystem/action"
 FLAG_SYSTEM = f"{BASE}/CodeSystem/flag"
 EXT_MODIFIER = f"{BASE}/StructureDefinition/chargeitem-modifier"
+ASSISTANT_MODIFIERS = ("CQ", "CO")
 EXT_RULE = f"{BASE}/StructureDefinition/rule"
 EXT_SOURCE = f"{BASE}/StructureDefinition/rule-source"
 EXT_TABLES = f"{BASE}/StructureDefinition/table-versions"
@@ -209,6 +210,11 @@ def _charge_item(
 ) -> Output:
     dos = line.date_of_service.isoformat() if line.date_of_service else (facts.period_start or "")[:10]
     ident = f"ci|{facts.encounter_id}|{line.code}|{dos or 'unknown-date'}"
+    # a timed code split between therapist and assistant units is two claim lines (one with CQ/CO):
+    # the assistant line needs its own identifier or the merge below would drop it
+    asst = [m.code for m in line.modifiers if m.code in ASSISTANT_MODIFIERS]
+    if asst:
+        ident += "|" + "|".join(asst)
     res: dict[str, Any] = {
         "status": OWN_STATUS["ChargeItem"],
         "code": {"coding": [{"system": _code_system(line.code), "code": line.code}]},

@@ -7,6 +7,7 @@ schedule and KX table rows, never typed in.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from datetime import date
 from pathlib import Path
@@ -226,6 +227,14 @@ def test_missing_per_code_minutes_allocated_from_documented_total(tables: Tables
     assert units_by_code(r) == {"97110": 1, "97140": 1, "97530": 1}
     f = [x for x in r.findings if x.code == "BILL-MINUTES-ALLOCATED"]
     assert f and "split evenly" in f[0].message and set(f[0].procedure_ids) == {"a", "b"}
+
+
+@pytest.mark.parametrize(("cov", "provisional"), [(MEDICARE, True), (AETNA, False)], ids=["CMS", "AMA"])
+def test_units_provisional_only_when_minutes_pool(tables: Tables, cov: CoverageFacts, provisional: bool):
+    r = bill(facts(cov), (item("a", "97110", 20), item("b", "97140", None)), tables)
+    assert units_by_code(r) == {"97110": 1}
+    assert ("BILL-UNITS-PROVISIONAL" in codes(r.findings)) is provisional
+    assert "DOC-MINUTES" in codes(r.actions)
 
 
 def test_no_minutes_at_all_no_units_and_action(tables: Tables):
@@ -480,7 +489,53 @@ def test_units_vs_documented_totals(tables: Tables):
         tables,
     )
     got = codes(r.findings)
-    assert {"DOC-UNITS-EXCEED-TOTAL", "DOC-TIMED-MINUTES-MISMATCH", "DOC-TREATMENT-LT-TIMED"} <= got
+    assert {"DOC-UNITS-EXCEED-TOTAL", "DOC-TREATMENT-LT-TIMED"} <= got
+    # one discrepancy, one finding: the unit finding names the per-intervention sum too
+    assert "DOC-TIMED-MINUTES-MISMATCH" not in got
+    (f,) = [x for x in r.findings if x.code == "DOC-UNITS-EXCEED-TOTAL"]
+    assert "add up to 53" in f.message and f.severity == "high"
+
+
+# (per-intervention minutes, documented total timed, payer) -> the one totals finding expected
+TOTALS_CASES = [
+    ("agree", (20, 15), 35, MEDICARE, None, None),
+    ("minutes-differ-units-agree", (23, 22), 47, MEDICARE, "DOC-TIMED-MINUTES-MISMATCH", "low"),
+    ("total-supports-more", (17, 18), 38, MEDICARE, "DOC-UNITS-BELOW-TOTAL", "low"),
+    ("total-supports-fewer", (20, 18), 36, MEDICARE, "DOC-UNITS-EXCEED-TOTAL", "high"),
+    ("ama-minutes-differ", (20, 18), 36, AETNA, "DOC-TIMED-MINUTES-MISMATCH", "moderate"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "minutes", "total", "cov", "expected", "severity"),
+    TOTALS_CASES,
+    ids=[c[0] for c in TOTALS_CASES],
+)
+def test_totals_discrepancy_is_one_finding(
+    tables: Tables,
+    case: str,
+    minutes: tuple[int, int],
+    total: int,
+    cov: CoverageFacts,
+    expected: str | None,
+    severity: str | None,
+):
+    r = bill(
+        facts(cov, documented_total_timed_minutes=total, documented_total_treatment_minutes=total + 5),
+        (item("a", "97110", minutes[0]), item("b", "97140", minutes[1])),
+        tables,
+    )
+    totals = [f for f in r.findings if f.rule_id == "DOC-TOTALS"]
+    assert [(f.code, f.severity) for f in totals] == ([(expected, severity)] if expected else [])
+
+
+def test_units_below_total_names_unclassifiable_interventions(tables: Tables):
+    vague = ClassifiedIntervention(Intervention(id="v", minutes=25), Classification(code=UNSUPPORTED))
+    f0 = facts(documented_total_timed_minutes=25, documented_total_treatment_minutes=25)
+    r = bill(dataclasses.replace(f0, interventions=(vague.intervention,)), (vague,), tables)
+    (f,) = [x for x in r.findings if x.code == "DOC-UNITS-BELOW-TOTAL"]
+    assert "1 documented intervention(s) with minutes got no line" in f.message
+    assert r.lines == ()
 
 
 def test_consistent_totals_raise_nothing(tables: Tables):
