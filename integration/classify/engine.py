@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from integration.classify.text import BREAK, Abbrev, Hit, Normalizer, Phrase, PhraseMatcher
+from integration.classify.text import Abbrev, Hit, Normalizer, Phrase, PhraseMatcher
 from integration.model import (
     CPT,
     HCPCS_SYSTEMS,
@@ -42,6 +42,8 @@ _ALL_CTX = ("main", "intent", "cue", "goal")
 _NEG_SPAN = 4
 _MODALITY_CODES = frozenset({"97010", "97012", "97016", "97018", "97022", "97032", "97033", "97035", "G0283"})
 _MANUAL_CODES = frozenset({"97140", "97124"})
+# an entry classified as a modality / manual therapy that also documents one of these is several interventions
+_MULTI_EXPRS = ("main:ex.*", "main:task.*", "main:balance.*", "gait.pattern", "gait.training")
 _CODE_CONFLICT_SOURCE = (
     "ptbill: a coded CPT is evidence, not truth (billing-rules.md §5.1: notes must match the claim)"
 )
@@ -56,17 +58,67 @@ class Expr:
     name: str
     prefix: bool
     text: str
-    keys: frozenset[str]  # "ctx:name" or "ctx:name.*" keys, tested against Signals.keys
+    keys: frozenset[str]  # "ctx:name" or "ctx:name.*" keys: true when a signal of the intervention has one
+    bit: int = 0  # its condition bit in the compiled table set (_Bits); 0 only before compilation
 
     @staticmethod
-    def parse(text: str) -> Expr:
+    def parse(text: str, bits: _Bits | None = None) -> Expr:
         m = _SIG_RX.match(text)
         if m is None:  # rejected by the schema already
             raise ValueError(text)
         ctx, name, star = m.group(1), m.group(2), m.group(3)
         ctxs = _DEFAULT_CTX if ctx is None else (_ALL_CTX if ctx == "any" else (ctx,))
         suffix = ".*" if star else ""
-        return Expr(ctxs, name, bool(star), text, frozenset(f"{c}:{name}{suffix}" for c in ctxs))
+        keys = frozenset(f"{c}:{name}{suffix}" for c in ctxs)
+        return Expr(ctxs, name, bool(star), text, keys, bits.bit(keys) if bits is not None else 0)
+
+
+class _Bits:
+    """Condition bits of one compiled table set.
+
+    Every set of signal keys the engine tests (a rule's `all` expression, its `any` and `none` lists, an
+    `alternatives_if` condition, a documentation requirement) gets one bit. A signal seen in a context sets
+    the bits of every condition holding one of its keys, so "does the intervention have any of these keys"
+    is one AND on an int instead of a set intersection. All bits are assigned while compiling, before any
+    lookup.
+    """
+
+    def __init__(self) -> None:
+        self._bit_of: dict[frozenset[str], int] = {}
+        self._key_bits: dict[str, int] = {}
+        self._by_ctx: dict[str, dict[str, int]] = {}
+        self._frozen = False
+
+    def bit(self, keys: frozenset[str]) -> int:
+        if not keys:
+            return 0
+        b = self._bit_of.get(keys)
+        if b is None:
+            if self._frozen:
+                raise RuntimeError("condition bits are assigned while compiling only")
+            b = 1 << len(self._bit_of)
+            self._bit_of[keys] = b
+            for k in keys:
+                self._key_bits[k] = self._key_bits.get(k, 0) | b
+        return b
+
+    def freeze(self) -> None:
+        self._frozen = True
+
+    def of(self, sig: str, ctx: str) -> int:
+        """The bits set by signal ``sig`` seen in context ``ctx`` (cached; signals come from the tables)."""
+        by_sig = self._by_ctx.get(ctx)
+        if by_sig is None:
+            by_sig = self._by_ctx.setdefault(ctx, {})
+        m = by_sig.get(sig)
+        if m is None:
+            m = 0
+            kb = self._key_bits
+            for k in _keys(sig, ctx):
+                m |= kb.get(k, 0)
+            if len(by_sig) < 100_000:
+                by_sig[sig] = m
+        return m
 
 
 @dataclass(frozen=True)
@@ -82,9 +134,8 @@ class CRule:
     finding: tuple[str, str, str] | None  # (code, severity, message)
     kind: str
     source: str
-    any_keys: frozenset[str] = frozenset()
-    none_keys: frozenset[str] = frozenset()
-    all_keys: tuple[frozenset[str], ...] = ()
+    require: int = 0  # condition bits that must all be set: each `all` expression, and `any` (as one)
+    forbid: int = 0  # the `none` condition bit
 
 
 @dataclass(frozen=True)
@@ -114,11 +165,20 @@ class Compiled:
     specific_signals: frozenset[str]
     weight_class: dict[str, str]
     billable: frozenset[str]
+    bits: _Bits
+    specific_bit: int  # a specific signal in the main, intent or cue context
+    multi_exprs: tuple[Expr, ...]  # what else an entry coded as a modality / manual therapy may document
+    concept_of_code: dict[str, str]  # code -> its first concept in table order
 
 
 def _compile(tables: Tables, on: date | None) -> Compiled:
     def rows(name: str) -> tuple[Any, ...]:
         return tables.active(name, on)
+
+    bits = _Bits()
+
+    def expr(text: str) -> Expr:
+        return Expr.parse(text, bits)
 
     normalizer = Normalizer(
         Abbrev(r.match, r.expansion, r.case_sensitive) for r in rows("classify_abbreviations")
@@ -133,24 +193,28 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
     rules = []
     for r in sorted(rows("classify_rules"), key=lambda r: r.order):
         finding = (r.finding_code, r.finding_severity, r.finding_message) if r.finding_code else None
-        any_e = tuple(Expr.parse(e) for e in r.any)
-        none_e = tuple(Expr.parse(e) for e in r.none)
+        all_e = tuple(expr(e) for e in r.all)
+        any_e = tuple(expr(e) for e in r.any)
+        none_e = tuple(expr(e) for e in r.none)
+        require = 0
+        for e in all_e:
+            require |= e.bit
+        require |= bits.bit(frozenset(k for e in any_e for k in e.keys))
         rules.append(
             CRule(
                 id=r.id,
                 concept=r.concept,
-                all=tuple(Expr.parse(e) for e in r.all),
+                all=all_e,
                 any=any_e,
                 none=none_e,
                 confidence=r.confidence,
                 alternatives=tuple(r.alternatives),
-                alternatives_if=tuple((Expr.parse(d["when"]), d["concept"]) for d in r.alternatives_if),
+                alternatives_if=tuple((expr(d["when"]), d["concept"]) for d in r.alternatives_if),
                 finding=finding,
                 kind=r.kind,
                 source=r.source,
-                any_keys=frozenset(k for e in any_e for k in e.keys),
-                none_keys=frozenset(k for e in none_e for k in e.keys),
-                all_keys=tuple(Expr.parse(e).keys for e in r.all),
+                require=require,
+                forbid=bits.bit(frozenset(k for e in none_e for k in e.keys)),
             )
         )
     docs: dict[str, list[CDoc]] = {}
@@ -162,7 +226,7 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
                 d.finding_code,
                 d.severity,
                 d.message,
-                tuple(Expr.parse(e) for e in d.any_signals),
+                tuple(expr(e) for e in d.any_signals),
                 tuple(d.fields),
                 d.source,
             )
@@ -179,6 +243,13 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
         if "billable_codes" in tables
         else frozenset()
     )
+    specific = frozenset(r.signal for r in sig_rows if r.specific)
+    specific_bit = bits.bit(frozenset(f"{c}:{s}" for c in _DEFAULT_CTX for s in specific))
+    multi_exprs = tuple(expr(x) for x in _MULTI_EXPRS)
+    bits.freeze()
+    concept_of_code: dict[str, str] = {}
+    for c in concepts:
+        concept_of_code.setdefault(c.code, c.concept)
     return Compiled(
         normalizer=normalizer,
         matcher=PhraseMatcher(phrases),
@@ -190,9 +261,13 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
         code_map=code_map,
         local_map=local_map,
         therapy_signals=frozenset(r.signal for r in sig_rows if r.therapy),
-        specific_signals=frozenset(r.signal for r in sig_rows if r.specific),
+        specific_signals=specific,
         weight_class={r.signal: r.weight_class for r in sig_rows if r.weight_class != "none"},
         billable=billable,
+        bits=bits,
+        specific_bit=specific_bit,
+        multi_exprs=multi_exprs,
+        concept_of_code=concept_of_code,
     )
 
 
@@ -249,27 +324,28 @@ def _keys(sig: str, ctx: str) -> tuple[str, ...]:
     return k
 
 
-@dataclass
+@dataclass(slots=True)
 class Signals:
-    ctx: dict[str, set[str]]  # context -> signals
-    keys: set[str]  # "ctx:signal" and "ctx:prefix.*" for every dotted prefix
-    hits: list[tuple[str, str, Hit | None, str | None]]  # (signal, context, hit, coding evidence)
+    bits: _Bits
+    mask: int = 0  # condition bits set by the signals so far (see _Bits)
+    hits: list[tuple[str, str, Hit | None, str | None]] = field(default_factory=list)  # (signal, context,
+    # hit, coding evidence)
     group_count_ok: bool = False
 
     def add(self, sig: str, ctx: str, hit: Hit | None = None, coding: str | None = None) -> None:
-        self.ctx[ctx].add(sig)
-        self.keys.update(_keys(sig, ctx))
+        self.mask |= self.bits.of(sig, ctx)
         self.hits.append((sig, ctx, hit, coding))
 
     def has(self, e: Expr) -> bool:
-        return not self.keys.isdisjoint(e.keys)
+        return bool(self.mask & e.bit)
 
     def phrases_for(self, e: Expr) -> list[str]:
         out = []
+        name, dotted, prefix, ctxs = e.name, e.name + ".", e.prefix, e.ctxs
         for sig, ctx, hit, coding in self.hits:
-            if ctx not in e.ctxs:
+            if ctx not in ctxs:
                 continue
-            if sig == e.name or (e.prefix and sig.startswith(e.name + ".")):
+            if sig == name or (prefix and sig.startswith(dotted)):
                 if hit is not None:
                     out.append(hit.text)
                 elif coding is not None:
@@ -277,16 +353,12 @@ class Signals:
         return out
 
     def without(self, families: tuple[str, ...]) -> Signals:
-        s = _empty_signals()
+        s = Signals(self.bits)
         for sig, ctx, hit, coding in self.hits:
             if not sig.startswith(families):
                 s.add(sig, ctx, hit, coding)
         s.group_count_ok = self.group_count_ok
         return s
-
-
-def _empty_signals() -> Signals:
-    return Signals({c: set() for c in _ALL_CTX}, set(), [])
 
 
 _SPAN_MARKERS = {
@@ -304,14 +376,13 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
     out: list[tuple[str, str, Hit]] = []
     ctx = "main"
     neg_until = -1
+    clause = 0
     # walk hits in order, resetting context at clause breaks
-    breaks = [i for i, t in enumerate(toks) if t == BREAK]
-    bi = 0
     for h in hits:
-        while bi < len(breaks) and breaks[bi] < h.start:
+        if h.clause != clause:
+            clause = h.clause
             ctx = "main"
             neg_until = -1
-            bi += 1
         sigs = h.phrase.signals
         lead = sigs[0]
         if h.start < neg_until:
@@ -333,7 +404,7 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
 
 def collect(comp: Compiled, itv: Intervention) -> tuple[Signals, tuple[str, ...], list[Coding]]:
     """Signals of an intervention, its tokens and the billable codings found on it."""
-    sig = _empty_signals()
+    sig = Signals(comp.bits)
     coded: list[Coding] = []
     text = itv.full_text()
     display_parts: list[str] = []
@@ -408,35 +479,19 @@ def _derive(comp: Compiled, sig: Signals) -> None:
         sig.add("form.exercise_dominant", "main")
     if ex_w > 0 and task_w == 0:
         sig.add("form.exercise_only", "main")
-    spec = comp.specific_signals
-    if any(s in spec for c in _DEFAULT_CTX for s in sig.ctx[c]):
+    if sig.mask & comp.specific_bit:
         sig.add("derived.specific", "main")
 
 
 # --- rules -------------------------------------------------------------------------------------
 
 
-def _fires(rule: CRule, sig: Signals) -> bool:
-    keys = sig.keys
-    for e in rule.all:
-        if keys.isdisjoint(e.keys):
-            return False
-    if rule.any_keys and keys.isdisjoint(rule.any_keys):
-        return False
-    return not rule.none_keys or keys.isdisjoint(rule.none_keys)
-
-
 def _decide(comp: Compiled, sig: Signals) -> CRule:
-    keys = sig.keys
-    disjoint = keys.isdisjoint
-    for rule in comp.rules:  # _fires, inlined: this loop is the hot path
-        if rule.all_keys and not all(not disjoint(k) for k in rule.all_keys):
-            continue
-        if rule.any_keys and disjoint(rule.any_keys):
-            continue
-        if rule.none_keys and not disjoint(rule.none_keys):
-            continue
-        return rule
+    """The first rule (in table order) whose every `all` expression and one `any` hold, and no `none`."""
+    mask = sig.mask
+    for rule in comp.rules:
+        if mask & rule.require == rule.require and not mask & rule.forbid:
+            return rule
     raise LookupError("classify_rules has no catch-all rule")  # the shipped table ends with R-ABSTAIN-NONE
 
 
@@ -510,10 +565,7 @@ def classify_with(comp: Compiled, itv: Intervention) -> Classification:
     # several interventions in one entry: the modality/manual code wins, the rest is an alternative
     if code in _MODALITY_CODES or code in _MANUAL_CODES:
         rest = sig.without(("modality.", "manual.", "generic.manual"))
-        if any(
-            rest.has(Expr.parse(x))
-            for x in ("main:ex.*", "main:task.*", "main:balance.*", "gait.pattern", "gait.training")
-        ):
+        if any(rest.has(e) for e in comp.multi_exprs):
             _derive(comp, rest)
             second = _decide(comp, rest)
             scode = comp.concept_code[second.concept]
@@ -615,9 +667,9 @@ def classify_with(comp: Compiled, itv: Intervention) -> Classification:
 
 
 def _concept_of(comp: Compiled, code: str) -> str | None:
-    for k, v in comp.concept_code.items():
-        if v == code:
-            return k
+    concept = comp.concept_of_code.get(code)
+    if concept is not None:
+        return concept
     if code == "97014":
         return "estim_unattended"
     return None

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 
 BREAK = "|"
 _GAP_MAX = 3
-_CLAUSE_CHARS = str.maketrans({c: " | " for c in ";,()[]{}!?\n\r\t"})
+_CLAUSE_RX = re.compile("[" + re.escape(";,()[]{}!?\n\r\t") + "]")  # each becomes a " | " clause break
 _PERIOD = re.compile(r"\.(?!\d)")
 _DASH = re.compile(r"(?:^|\s)-+(?:\s|$)")
 _CHUNK = re.compile(r"[a-z0-9]+(?:[/:\-][a-z0-9]+)*/?|<->|<>|->|=>|[>&#+|]")
 _PART = re.compile(r"[a-z]+|\d+")
 _CLAUSE_WORDS = {("then",): (BREAK,), ("followed", "by"): (BREAK,)}
+_CACHE_MAX = 100_000  # entries per per-word / per-token cache (bounded memory on odd input)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Abbrev:
 
 
 class Normalizer:
+    """Raw note text -> tokens. Compiled once per table set; per-word results are cached (bounded)."""
+
     def __init__(self, abbrevs: Iterable[Abbrev]) -> None:
         cs: dict[str, str] = {}
         sym: dict[str, str] = {}
@@ -45,66 +48,117 @@ class Normalizer:
                 words[tuple(a.match.split())] = a.expansion
             else:
                 sym[a.match.lower()] = a.expansion
-        self._cs = cs
+        self._cs = {k: f" {v} " for k, v in cs.items()}
         self._cs_rx = _alternation(cs, flags=0) if cs else None
+        # a necessary condition for any case-sensitive match (the literals without word boundaries): a much
+        # cheaper scan that lets most notes skip the substitution
+        self._cs_pre = re.compile("|".join(map(re.escape, sorted(cs, key=len, reverse=True)))) if cs else None
         self._sym = {k: tuple(_PART.findall(v)) for k, v in sym.items()}
-        self._chunk_cache: dict[str, tuple[str, ...]] = {}
         self._words = {k: tuple(v.split()) for k, v in words.items()}
         self._words.update(_CLAUSE_WORDS)
-        self._max_n = max((len(k) for k in self._words), default=1)
-        self._multi_first = {k[0] for k in self._words if len(k) > 1}
+        self._multi_first = frozenset(k[0] for k in self._words if len(k) > 1)
+        lens: dict[str, set[int]] = {}
+        for k in self._words:
+            if len(k) > 1:
+                lens.setdefault(k[0], set()).add(len(k))
+        self._ngram_lens = {t: tuple(sorted(ns, reverse=True)) for t, ns in lens.items()}
         self._uni = {k[0]: v for k, v in self._words.items() if len(k) == 1}
+        # word (whitespace-separated, after the string-level steps) -> its expanded tokens, or None when one
+        # of its base tokens may start a multi-token abbreviation (those notes take the n-gram path)
+        self._word_exp: dict[str, tuple[str, ...] | None] = {}
+        self._word_base: dict[str, tuple[str, ...]] = {}
+
+    def _sub_cs(self, m: re.Match[str]) -> str:
+        return self._cs[m.group(0)]
 
     def tokens(self, raw: str) -> tuple[str, ...]:
         s = raw
-        if self._cs_rx is not None:
-            cs = self._cs
-            s = self._cs_rx.sub(lambda m: f" {cs[m.group(0)]} ", s)
-        s = s.lower().translate(_CLAUSE_CHARS)
+        if self._cs_rx is not None and self._cs_pre is not None and self._cs_pre.search(s) is not None:
+            s = self._cs_rx.sub(self._sub_cs, s)
+        s = _CLAUSE_RX.sub(" | ", s.lower())
         if "." in s:
             s = _PERIOD.sub(" | ", s)
         if "-" in s:
             s = _DASH.sub(" | ", s)
-        toks: list[str] = []
-        cache = self._chunk_cache
-        for chunk in _CHUNK.findall(s):
-            parts = cache.get(chunk)
-            if parts is None:
-                parts = self._chunk(chunk)
-                if len(cache) < 100_000:
-                    cache[chunk] = parts
-            toks.extend(parts)
+        # no token spans whitespace (_CHUNK has no space in it), so a note's tokens are its words' tokens
+        words = s.split()
         out: list[str] = []
-        words, multi_first, max_n = self._words, self._multi_first, self._max_n
-        if multi_first.isdisjoint(toks):  # common case: unigram lookups only
+        cache = self._word_exp
+        get = cache.get
+        for w in words:
+            exp = get(w)
+            if exp is None:
+                if w in cache:
+                    return self._ngram_tokens(words)
+                exp = self._learn(w)
+                if exp is None:
+                    return self._ngram_tokens(words)
+            out += exp
+        return tuple(out)
+
+    def _learn(self, word: str) -> tuple[str, ...] | None:
+        base = self._base(word)
+        exp: tuple[str, ...] | None
+        if self._multi_first.isdisjoint(base):
             get = self._uni.get
-            for t in toks:
-                exp1 = get(t)
-                if exp1 is None:
+            out: list[str] = []
+            for t in base:
+                e = get(t)
+                if e is None:
                     out.append(t)
                 else:
-                    out.extend(exp1)
-            return tuple(out)
+                    out += e
+            exp = tuple(out)
+        else:
+            exp = None
+        if len(self._word_exp) < _CACHE_MAX:
+            self._word_exp[word] = exp
+        return exp
+
+    def _base(self, word: str) -> tuple[str, ...]:
+        """Base tokens of one word: its chunks' symbolic-abbreviation expansions or letter and digit runs."""
+        base = self._word_base.get(word)
+        if base is None:
+            parts: list[str] = []
+            for chunk in _CHUNK.findall(word):
+                parts += self._chunk(chunk)
+            base = tuple(parts)
+            if len(self._word_base) < _CACHE_MAX:
+                self._word_base[word] = base
+        return base
+
+    def _ngram_tokens(self, words: list[str]) -> tuple[str, ...]:
+        """Tokens when multi-token abbreviations may occur: longest n-gram first, then single tokens."""
+        toks: list[str] = []
+        for w in words:
+            toks += self._base(w)
+        out: list[str] = []
+        words_map, multi_first, lens_of, uni = self._words, self._multi_first, self._ngram_lens, self._uni
         i, n = 0, len(toks)
         while i < n:
             t = toks[i]
             if t in multi_first:
-                for k in range(min(max_n, n - i), 1, -1):
-                    exp = words.get(tuple(toks[i : i + k]))
+                for k in lens_of[t]:
+                    if k > n - i:
+                        continue
+                    exp = words_map.get(tuple(toks[i : i + k]))
                     if exp is not None:
-                        out.extend(exp)
+                        out += exp
                         i += k
                         break
                 else:
-                    exp1 = words.get((t,))
-                    out.extend(exp1 if exp1 is not None else (t,))
+                    exp1 = uni.get(t)
+                    if exp1 is None:
+                        out.append(t)
+                    else:
+                        out += exp1
                     i += 1
                 continue
-            exp1 = words.get((t,))
-            if exp1 is not None:
-                out.extend(exp1)
-            else:
+            exp1 = uni.get(t)
+            if exp1 is None:
                 out.append(t)
+            else:
+                out += exp1
             i += 1
         return tuple(out)
 
@@ -120,8 +174,6 @@ class Normalizer:
             head = self._sym.get(chunk[:k])
             if head is not None:
                 return head + self._chunk(chunk[k:]) if chunk[k:] else head
-        if ":" in chunk:  # 3:1 ratios, times
-            return tuple(_PART.findall(chunk))
         return tuple(_PART.findall(chunk))
 
 
@@ -174,6 +226,16 @@ class Hit:
     end: int  # exclusive
     phrase: Phrase
     text: str  # the matched tokens joined
+    clause: int = 0  # number of clause breaks before the hit (hits never contain a break)
+
+
+# A candidate phrase at a token: (phrase, how, tail) where how is _NOW (the first token, and the second when
+# the candidate list was picked by it, are all there is to check), _TAIL (exact words: compare toks[i+2:] with
+# tail) or _FULL (general pattern: _match from the first token).
+_NOW, _TAIL, _FULL = 0, 1, 2
+_Cand = tuple[Phrase, int, tuple[str, ...]]
+_Cands = tuple[_Cand, ...]
+_NO_CANDS: dict[str | None, _Cands] = {None: ()}
 
 
 class PhraseMatcher:
@@ -189,9 +251,14 @@ class PhraseMatcher:
         self._by_first = {k: sorted(v, key=lambda p: p.rank) for k, v in by_first.items()}
         self._stems = stems
         self._min_stem = min((len(s) for s in stems), default=3)
-        self._cand_cache: dict[str, tuple[tuple[Phrase, tuple[str, ...] | None, int, str | None], ...]] = {}
+        # token -> {second token: candidates in rank order; None: candidates that do not need a fixed second}
+        self._cand_cache: dict[str, dict[str | None, _Cands]] = {}
 
-    def _candidates(self, tok: str) -> tuple[tuple[Phrase, tuple[str, ...] | None, int, str | None], ...]:
+    def _candidates(self, tok: str) -> dict[str | None, _Cands]:
+        """Phrases that may start at ``tok``, most specific first, split by the exact second token they need.
+
+        Picking the list by the next token only drops candidates whose fixed second word differs, so the first
+        match in the picked list is the first match in the full rank order."""
         c = self._cand_cache.get(tok)
         if c is not None:
             return c
@@ -205,10 +272,27 @@ class PhraseMatcher:
         for key in keys:
             found.extend(self._by_first.get(key, ()))
         found.sort(key=lambda p: p.rank)
-        res = tuple(
-            (p, p.exact, len(p.exact) if p.exact is not None else len(p.pattern), _second(p)) for p in found
-        )
-        if len(self._cand_cache) < 50_000:
+        seconds = {s for p in found if (s := _second(p)) is not None}
+        res: dict[str | None, _Cands]
+        if not found:
+            res = _NO_CANDS
+        else:
+            res = {}
+            for nxt in (None, *sorted(seconds)):
+                picked: list[_Cand] = []
+                for p in found:
+                    second = _second(p)
+                    if second is not None and second != nxt:
+                        continue
+                    if p.exact is not None:
+                        ln = len(p.exact)
+                        picked.append((p, _NOW, ()) if ln <= 2 else (p, _TAIL, p.exact[2:]))
+                    elif len(p.pattern) == 1:
+                        picked.append((p, _NOW, ()))
+                    else:
+                        picked.append((p, _FULL, ()))
+                res[nxt] = tuple(picked)
+        if len(self._cand_cache) < _CACHE_MAX:
             self._cand_cache[tok] = res
         return res
 
@@ -216,30 +300,40 @@ class PhraseMatcher:
         toks = tuple(tokens)
         hits: list[Hit] = []
         i, n = 0, len(toks)
+        clause = 0
         cache, compute = self._cand_cache, self._candidates
         while i < n:
             tok = toks[i]
-            cands = cache.get(tok)
+            by_next = cache.get(tok)
+            if by_next is None:
+                by_next = compute(tok)
+            if by_next is _NO_CANDS:
+                if tok == BREAK:
+                    clause += 1
+                i += 1
+                continue
+            cands = by_next.get(toks[i + 1]) if i + 1 < n else None
             if cands is None:
-                cands = compute(tok)
+                cands = by_next[None]
             end = -1
-            for ph, ex, ln, second in cands:
-                if ln == 1:
-                    end = i + 1  # the candidate index already matched the first token
-                elif ex is not None:
-                    if toks[i : i + ln] == ex:
-                        end = i + ln
-                    else:
+            for ph, how, tail in cands:
+                if how == _NOW:
+                    end = i + len(ph.pattern)
+                elif how == _TAIL:
+                    e = i + 2 + len(tail)
+                    if toks[i + 2 : e] != tail:
                         continue
+                    end = e
                 else:
-                    if second is not None and (i + 1 >= n or toks[i + 1] != second):
-                        continue
                     end = _match(ph.pattern, 0, toks, i)
                     if end < 0:
                         continue
-                hits.append(Hit(i, end, ph, " ".join(toks[i:end])))
+                hits.append(Hit(i, end, ph, " ".join(toks[i:end]), clause))
                 break
-            i = end if end > i else i + 1
+            if end > i:
+                i = end
+            else:
+                i += 1
         return hits
 
 
