@@ -110,3 +110,5 @@ def configure(level: str = "INFO", fmt: str = "json", stream: Any = None) -> Non
     root.setLevel(level)
     for noisy in ("urllib3", "kombu", "amqp"):
         logging.getLogger(noisy).setLevel("WARNING")
+    # Python warnings (e.g. Celery's SecurityWarning) go through the same formatter instead of raw stderr
+    logging.captureWarnings(True)
