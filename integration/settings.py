@@ -107,6 +107,8 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "json"  # json | text
     mappings_dir: str | None = None  # override the shipped tables (for a clinic's own tables)
+    retry_base_seconds: float = 1.0  # Celery retry delay base: base * 2**(attempt), with jitter
+    retry_max_seconds: float = 600.0  # cap of a Celery retry delay; must stay below visibility_timeout
 
     @property
     def server_key(self) -> str:
@@ -172,6 +174,8 @@ class Settings:
             log_level=(e.get("PTBILL_LOG_LEVEL") or d.log_level).upper(),
             log_format=(e.get("PTBILL_LOG_FORMAT") or d.log_format).lower(),
             mappings_dir=e.get("PTBILL_MAPPINGS_DIR") or None,
+            retry_base_seconds=_float(e, "PTBILL_RETRY_BASE_SECONDS", d.retry_base_seconds),
+            retry_max_seconds=_float(e, "PTBILL_RETRY_MAX_SECONDS", d.retry_max_seconds),
         )
         s.validate()
         if not s.tls_verify:
@@ -201,6 +205,8 @@ class Settings:
             raise ConfigError("PTBILL_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         if self.max_retries < 0:
             raise ConfigError("PTBILL_MAX_RETRIES must not be negative")
+        if self.retry_base_seconds <= 0 or self.retry_max_seconds <= 0:
+            raise ConfigError("PTBILL_RETRY_BASE_SECONDS and PTBILL_RETRY_MAX_SECONDS must be positive")
         if self.sync_interval_seconds < 1 or self.lock_timeout < 1 or self.visibility_timeout < 1:
             raise ConfigError(
                 "PTBILL_SYNC_INTERVAL, PTBILL_LOCK_TIMEOUT and PTBILL_VISIBILITY_TIMEOUT must be positive"

@@ -35,6 +35,7 @@ from integration.fhir.extract import extract_encounter, group_bundle, reference_
 from integration.fhir.writeback import (
     ENCOUNTER_TAG,
     IDENTIFIER_SYSTEM,
+    OWN_STATUS,
     Existing,
     Output,
     WriteMode,
@@ -254,9 +255,27 @@ def fetch_context(client: FhirClient, reqs: list[tuple[str, str]]) -> dict[str, 
                 else [res]
             )
             for r in found:
-                if isinstance(r, dict) and r.get("resourceType") and r.get("id"):
+                if isinstance(r, dict) and r.get("resourceType") and r.get("id") and not own_suggestion(r):
                     out[f"{r['resourceType']}/{r['id']}"] = r
     return out
+
+
+def own_suggestion(resource: dict[str, Any]) -> bool:
+    """A ChargeItem ptbill suggested that nobody has reviewed yet (still in ptbill's own status).
+
+    It is not a charge on file, so it is left out of the context (prior charges for KX and visit caps):
+    otherwise an encounter's decision would depend on whether the run had already written the other
+    encounters' suggestions - on processing order and timing, retries and faults - and re-runs would keep
+    rewriting it. Charges a person has acted on (billable, billed...) and the EMR's own charges count.
+    """
+    return (
+        resource.get("resourceType") == "ChargeItem"
+        and resource.get("status") == OWN_STATUS["ChargeItem"]
+        and any(
+            isinstance(i, dict) and i.get("system") == IDENTIFIER_SYSTEM
+            for i in resource.get("identifier") or []
+        )
+    )
 
 
 STAFF_TYPES = ("Practitioner", "PractitionerRole")

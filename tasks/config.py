@@ -26,12 +26,12 @@ ROUTES = {
     TASK_RETRY_FAILED: {"queue": QUEUE_MAINT},
 }
 
-MAX_RETRY_DELAY = 600  # seconds; always < visibility timeout (checked below)
+MAX_RETRY_DELAY = 600  # seconds: the default of PTBILL_RETRY_MAX_SECONDS (Settings.retry_max_seconds)
 
 
 def celery_config(s: Settings) -> dict[str, Any]:
-    if MAX_RETRY_DELAY >= s.visibility_timeout:
-        raise ValueError("retry delays must stay below the broker visibility timeout")
+    if s.retry_max_seconds >= s.visibility_timeout:  # a delayed message must not be redelivered
+        raise ValueError("PTBILL_RETRY_MAX_SECONDS must stay below PTBILL_VISIBILITY_TIMEOUT")
     transport_options: dict[str, Any] = {}
     if s.broker_url.startswith(("redis://", "rediss://")):
         transport_options = {"visibility_timeout": s.visibility_timeout}

@@ -25,7 +25,7 @@ from integration.runner import (
     process_one,
 )
 from tasks.app import app, runtime, settings
-from tasks.config import MAX_RETRY_DELAY, QUEUE_PROCESS, TASK_PROCESS, TASK_RETRY_FAILED, TASK_SYNC
+from tasks.config import QUEUE_PROCESS, TASK_PROCESS, TASK_RETRY_FAILED, TASK_SYNC
 
 log = logging.getLogger("ptbill.tasks")
 
@@ -33,10 +33,13 @@ TEMPORARY = (FhirTemporaryError, LockBusy, RedisConnectionError, RedisTimeoutErr
 
 
 def _delay(task: Task, exc: BaseException) -> float:
+    """Exponential backoff (PTBILL_RETRY_BASE_SECONDS * 2**attempt), at least the server's Retry-After,
+    at most PTBILL_RETRY_MAX_SECONDS (kept below the visibility timeout by tasks.config)."""
+    cap = settings.retry_max_seconds
     retry_after = getattr(exc, "retry_after", None)
-    base = min(MAX_RETRY_DELAY, 2 ** (task.request.retries + 1))
+    base = min(cap, settings.retry_base_seconds * 2 ** (task.request.retries + 1))
     if isinstance(retry_after, int | float) and retry_after > 0:
-        base = min(MAX_RETRY_DELAY, max(base, float(retry_after)))
+        base = min(cap, max(base, float(retry_after)))
     return base * (0.8 + random.random() * 0.4)  # noqa: S311 - jitter, not crypto
 
 
