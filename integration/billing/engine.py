@@ -819,8 +819,9 @@ def _payer_rules(lines: list[_Line], facts: EncounterFacts, prof: Any, out: _Out
             for pc in facts.prior_charges
             if pc.date
             and pc.date.year == yr
-            and pc.date != facts.date_of_service
+            and pc.date < facts.date_of_service
             and pc.status not in NOT_COUNTED_CHARGE_STATUSES
+            and not (pc.written_by_ptbill and pc.status == "planned")
         }
         if len(days) + 1 > prof.visits_per_year_cap:
             out.finding(
@@ -868,12 +869,16 @@ def _kx(lines: list[_Line], facts: EncounterFacts, tables: Tables, payer: PayerC
     fees = {r.code: r.allowed_amount for r in tables.active("fee_schedule", on)}
     eid = facts.encounter_id
     same_enc = {eid, f"Encounter/{eid}"}
+    # Spend before this date of service only, and never ptbill's own unreviewed suggestions: the estimate
+    # must not depend on the order in which a sync happens to process encounters (determinism, re-runs).
     prior = [
         pc
         for pc in facts.prior_charges
         if pc.date is not None
         and pc.date.year == on.year
+        and pc.date < on
         and pc.status not in NOT_COUNTED_CHARGE_STATUSES
+        and not (pc.written_by_ptbill and pc.status == "planned")
         and not (pc.encounter and (pc.encounter in same_enc or pc.encounter.endswith(f"/{eid}")))
     ]
     undated = sum(1 for pc in facts.prior_charges if pc.date is None)

@@ -78,7 +78,8 @@ EXT_VISIT_NUMBER = EXT_BASE + "visit-number"
 EXT_LAST_PROGRESS_REPORT_VISIT = EXT_BASE + "last-progress-report-visit"
 EXT_POC_CERTIFIED_DATE = EXT_BASE + "poc-certified-date"
 
-PTBILL_IDENTIFIER_PREFIX = "https://ptbill.dev/"
+# the identifier system of resources ptbill writes (integration.fhir.writeback.IDENTIFIER_SYSTEM)
+PTBILL_IDENTIFIER_SYSTEM = "https://ptbill.dev/fhir/identifier"
 
 __all__ = [
     "EXT_BASE",
@@ -731,7 +732,7 @@ def _prior_charge(res: dict[str, Any], resolver: _Resolver, problems: list[str])
     )
     if occ is None:
         problems.append(f"{where}: no occurrence date")
-    ptbill = any((s or "").startswith(PTBILL_IDENTIFIER_PREFIX) for s, _ in _identifier_pairs(res))
+    ptbill = any(s == PTBILL_IDENTIFIER_SYSTEM for s, _ in _identifier_pairs(res))
     return PriorCharge(
         code=code,
         units=units,
