@@ -163,7 +163,7 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
         def dispatch(enc: str, run_id: str) -> None:
             try:
                 finish_ok(rt, run_id, enc, process_one(rt, enc, run_id))
-            except PtbillError as e:
+            except Exception as e:  # like the worker: dead-letter this encounter, never stop the batch
                 finish_failed(rt, run_id, enc, failure_reason(e), 1)
 
         run = None
@@ -184,6 +184,12 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
         from tasks.app import app
         from tasks.config import QUEUE_READ, TASK_SYNC
 
+        if not app.control.ping(timeout=2.0):
+            sys.stderr.write(
+                "ptbill: no Celery worker answered; start one "
+                "(celery -A tasks.app worker -E -Q fhir_read,process,maintenance) or use --inline\n"
+            )
+            return 2
         run_id = uuid.uuid4().hex[:16]
         app.send_task(
             TASK_SYNC,
@@ -364,7 +370,7 @@ def cmd_retry_failed(a: argparse.Namespace) -> int:
             try:
                 finish_ok(rt, None, enc, process_one(rt, enc, None))
                 ok += 1
-            except PtbillError as e:
+            except Exception as e:  # noqa: BLE001 - recorded as a dead letter with its reason
                 finish_failed(rt, None, enc, failure_reason(e), int(dead[enc].get("attempts", 0)) + 1)
         print(json.dumps({"retried": len(dead), "succeeded": ok}))
         return 0 if ok == len(dead) else 1
