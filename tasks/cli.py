@@ -370,7 +370,7 @@ def cmd_retry_failed(a: argparse.Namespace) -> int:
             try:
                 finish_ok(rt, None, enc, process_one(rt, enc, None))
                 ok += 1
-            except Exception as e:  # noqa: BLE001 - recorded as a dead letter with its reason
+            except Exception as e:
                 finish_failed(rt, None, enc, failure_reason(e), int(dead[enc].get("attempts", 0)) + 1)
         print(json.dumps({"retried": len(dead), "succeeded": ok}))
         return 0 if ok == len(dead) else 1
