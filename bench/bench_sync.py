@@ -24,6 +24,7 @@ import argparse
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -220,6 +221,8 @@ def main() -> int:
     ap.add_argument("--skip-cpu", action="store_true", help="skip the in-process CPU measurement")
     args = ap.parse_args()
 
+    # a SIGTERM (e.g. from `timeout`) unwinds through the finally below, which stops every process
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     r = redis.Redis.from_url(args.redis_url)
     r.flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="ptbill-bench-"))
