@@ -9,7 +9,7 @@ and the tests all call this same function, so they make the same decisions.
 from __future__ import annotations
 
 from integration import __version__
-from integration.billing import bill
+from integration.billing import BillingResult, bill
 from integration.classify import classify, therapy_relevance
 from integration.model import ClassifiedIntervention, Decision, EncounterFacts, Skipped
 from mappings.loader import Tables
@@ -28,7 +28,8 @@ def decide(facts: EncounterFacts, tables: Tables) -> Decision:
             continue
         c = classify(itv, tables, on=facts.date_of_service)
         classified.append(ClassifiedIntervention(itv, c))
-    result = bill(facts, tuple(classified), tables)
+    # an encounter with no therapy intervention (a wellness visit in a shared EMR) gets no billing review
+    result = bill(facts, tuple(classified), tables) if classified else BillingResult()
     findings = tuple(f for ci in classified for f in ci.classification.findings) + result.findings
     return Decision(
         encounter_id=facts.encounter_id,

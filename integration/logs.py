@@ -65,7 +65,9 @@ class JsonFormatter(logging.Formatter):
             if callable(summary) and type(exc).__module__.startswith("integration"):
                 d = summary()
                 if isinstance(d, dict):  # belt and braces: the client already strips query strings
-                    d = {k: (_no_query(v) if k in _URL_FIELDS else v) for k, v in d.items()}
+                    # the server's OperationOutcome text may quote submitted values: kept in the dead-letter
+                    # record for operators, never in logs
+                    d = {k: (_no_query(v) if k in _URL_FIELDS else v) for k, v in d.items() if k != "outcome"}
                 out["exc"] = _safe(d)
         return json.dumps(out, default=str, ensure_ascii=False)
 

@@ -41,6 +41,8 @@ from mappings.loader import Tables, default_tables, load_tables
 
 log = logging.getLogger("ptbill.runner")
 
+ENCOUNTER_LOCK_TTL = 30  # seconds; renewed while the encounter is processed
+
 
 def make_client(s: Settings) -> FhirClient:
     auth = None
@@ -114,7 +116,7 @@ def begin_run(
         log.warning(
             "sync already running for this server; not starting another", extra={"run_id": st_run.run_id}
         )
-        st.r.hset(f"{st.p}:run:{st_run.run_id}", mapping={"status": "skipped-locked", "paging_done": 1})
+        st.r.hset(f"{st.p}:run:{st_run.run_id}", "status", "skipped-locked")
         return None
     if backfill:
         st.r.hset(f"{st.p}:run:{st_run.run_id}", "backfill", 1)
@@ -207,7 +209,9 @@ def load_group(rt: Runtime, encounter_id: str, run_id: str | None) -> Group | No
 
 def process_one(rt: Runtime, encounter_id: str, run_id: str | None) -> Outcome:
     """Decide and write one encounter under its lock. Raises on failure (the caller sorts retries)."""
-    with rt.state.lock(f"enc:{encounter_id}", timeout=300, blocking_timeout=10) as got:
+    # kept alive while we work; a dead holder's lock lapses by the time its message is redelivered
+    ttl = max(3, min(ENCOUNTER_LOCK_TTL, rt.settings.visibility_timeout))
+    with rt.state.lock(f"enc:{encounter_id}", timeout=ttl, blocking_timeout=10, keepalive=True) as got:
         if not got:
             raise LockBusy(f"encounter {encounter_id} is being processed by another worker")
         group = load_group(rt, encounter_id, run_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from typing import Any
 
 from celery import Task
@@ -58,6 +59,8 @@ def sync_run(
     """One sync of the configured FHIR server: page the window and dispatch each encounter."""
     rt = runtime()
     t0 = time.perf_counter()
+    # a run always has a name, so a retry of this task continues the same run (and its lock)
+    run_id = run_id or str(self.request.id or uuid.uuid4().hex).replace("-", "")[:16]
     try:
         run = begin_run(rt, run_id, since, until, backfill)
         if run is None:

@@ -126,6 +126,23 @@ def bill(
 ) -> BillingResult:
     out = _Out()
     on = facts.date_of_service
+    if not any(r.profile == "default" for r in tables.active("payer_profiles", on)):
+        # The tables hold no rules in force on this date (e.g. a visit years before their effective dates):
+        # suggest nothing rather than bill it under rules that did not apply then.
+        return BillingResult(
+            findings=(
+                Finding(
+                    "BILL-NO-RULES-FOR-DATE",
+                    "high",
+                    f"No billing rules in force for the date of service {on}: the payer tables start later. "
+                    "No lines suggested; bill this visit by hand or add dated rules for it.",
+                    "RULES-DATED",
+                    src("RULES-DATED"),
+                    tuple(ci.intervention.id for ci in classified),
+                ),
+            ),
+            skipped=tuple(Skipped(ci.intervention.id, "no-rules-for-date") for ci in classified),
+        )
     catalogue = {r.code: r for r in tables.active("billable_codes", on)}
     payer, payer_findings = resolve_payer(facts, tables)
     out.findings.extend(payer_findings)

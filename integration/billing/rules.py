@@ -7,6 +7,8 @@ logic rules the engine implements and where each comes from.
 from __future__ import annotations
 
 SOURCES: dict[str, str] = {
+    "RULES-DATED": "mappings/*.yaml rows are looked up by date of service (effective/expires); "
+    "mappings/billing/payer_profiles.yaml",
     "UNITS-CMS": "CMS Pub. 100-04 ch. 5 §20.2 total-time rule [PRIMARY] (billing-rules.md §2.1-2.2)",
     "UNITS-AMA": "CPT midpoint rule as quoted by Premera (billing-rules.md §2.4) [PRIMARY text via payer]",
     "UNITS-UNTIMED": "FCSO/NGS untimed codes: 1 unit per session; minutes count toward total treatment time "

@@ -158,10 +158,6 @@ def test_public_corpus_inline_sync(fhir_server, redis_url):
     assert counters.get("input_problems", 0) > 0
     # a dead letter is a ptbill bug on real data
     reasons = Counter(v["reason"] for v in dead.values())
-    if reasons and set(reasons) == {"KeyError"}:
-        pytest.xfail(
-            f"known bug: {reasons['KeyError']} encounters dead-lettered with KeyError -- "
-            "billing.context.resolve_payer indexes profiles['default'] but no payer_profiles row is "
-            "effective for dates of service before the tables' effective dates (corpus visits from 2010s)"
-        )
+    # encounters without any therapy intervention are not flagged: nothing is written for them
+    assert counters.get("findings", 0) < counters["dispatched"] // 4
     assert not dead, dict(reasons)

@@ -612,3 +612,20 @@ def test_every_output_has_rule_and_source(tables: Tables):
     for x in (*r.findings, *r.actions, *r.flags):
         assert x.rule_id and x.source and x.code
     assert r.flags and r.actions and r.findings
+
+
+def test_no_rules_in_force_for_an_old_date_of_service_suggests_nothing():
+    """A visit dated before every payer profile took effect: one finding, no line, nothing guessed."""
+    from datetime import date as _date
+
+    from integration.billing import bill as _bill
+    from integration.model import Classification, ClassifiedIntervention, EncounterFacts, Intervention
+    from mappings.loader import default_tables
+
+    itv = Intervention(id="p-old", text="SLR 3x10", minutes=20, performed_date=_date(2009, 5, 4))
+    facts = EncounterFacts("e-old", "finished", "pat", _date(2009, 5, 4), (itv,))
+    res = _bill(facts, (ClassifiedIntervention(itv, Classification(code="97110")),), default_tables())
+    assert res.lines == ()
+    assert [f.code for f in res.findings] == ["BILL-NO-RULES-FOR-DATE"]
+    assert res.findings[0].procedure_ids == ("p-old",)
+    assert [s.reason for s in res.skipped] == ["no-rules-for-date"]
