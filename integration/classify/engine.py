@@ -136,6 +136,9 @@ class CRule:
     source: str
     require: int = 0  # condition bits that must all be set: each `all` expression, and `any` (as one)
     forbid: int = 0  # the `none` condition bit
+    code: str = ""  # the concept's code
+    alts: tuple[str, ...] = ()  # alternatives without the conditional ones, in order, unique, not `code`
+    evidence_exprs: tuple[Expr, ...] = ()  # `all` then `any`
 
 
 @dataclass(frozen=True)
@@ -148,6 +151,7 @@ class CDoc:
     any_signals: tuple[Expr, ...]
     fields: tuple[str, ...]
     source: str
+    any_mask: int = 0  # condition bits of any_signals
 
 
 @dataclass
@@ -190,6 +194,8 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
             phrases.extend(Phrase.parse(p, sigs, r.weight, r.id) for p in r.phrases)
     sig_rows = rows("classify_signals")
     concepts = rows("classify_concepts")
+    concept_code = {c.concept: c.code for c in concepts}
+    concept_alts = {c.concept: tuple(c.alternatives) for c in concepts}
     rules = []
     for r in sorted(rows("classify_rules"), key=lambda r: r.order):
         finding = (r.finding_code, r.finding_severity, r.finding_message) if r.finding_code else None
@@ -215,10 +221,26 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
                 source=r.source,
                 require=require,
                 forbid=bits.bit(frozenset(k for e in none_e for k in e.keys)),
+                code=concept_code[r.concept],
+                alts=tuple(
+                    _uniq(
+                        a
+                        for a in (
+                            *concept_alts.get(r.concept, ()),
+                            *(concept_code[c] for c in r.alternatives),
+                        )
+                        if a != concept_code[r.concept]
+                    )
+                ),
+                evidence_exprs=(*all_e, *any_e),
             )
         )
     docs: dict[str, list[CDoc]] = {}
     for d in rows("classify_doc_requirements"):
+        any_signals = tuple(expr(e) for e in d.any_signals)
+        any_mask = 0
+        for e in any_signals:
+            any_mask |= e.bit
         docs.setdefault(d.concept, []).append(
             CDoc(
                 d.id,
@@ -226,9 +248,10 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
                 d.finding_code,
                 d.severity,
                 d.message,
-                tuple(expr(e) for e in d.any_signals),
+                any_signals,
                 tuple(d.fields),
                 d.source,
+                any_mask,
             )
         )
     code_map: dict[tuple[str, str], Any] = {}
@@ -253,9 +276,9 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
     return Compiled(
         normalizer=normalizer,
         matcher=PhraseMatcher(phrases),
-        concept_code={c.concept: c.code for c in concepts},
+        concept_code=concept_code,
         concept_label={c.concept: c.label for c in concepts},
-        concept_alts={c.concept: tuple(c.alternatives) for c in concepts},
+        concept_alts=concept_alts,
         rules=tuple(rules),
         docs={k: tuple(v) for k, v in docs.items()},
         code_map=code_map,
@@ -406,8 +429,6 @@ def collect(comp: Compiled, itv: Intervention) -> tuple[Signals, tuple[str, ...]
     """Signals of an intervention, its tokens and the billable codings found on it."""
     sig = Signals(comp.bits)
     coded: list[Coding] = []
-    text = itv.full_text()
-    display_parts: list[str] = []
     for c in itv.codings:
         system, code = c.system or "", (c.code or "").strip()
         if not code:
@@ -417,34 +438,48 @@ def collect(comp: Compiled, itv: Intervention) -> tuple[Signals, tuple[str, ...]
             row = comp.code_map.get(("cpt", code))
             if row is not None or code in comp.billable:
                 coded.append(Coding("cpt", code, c.display))
-        elif system in HCPCS_SYSTEMS or system.startswith("https://www.cms.gov/Medicare/Coding/HCPCS"):
+        elif _is_hcpcs(system):
             row = comp.code_map.get(("hcpcs", code))
             if row is not None or code in comp.billable:
                 coded.append(Coding("hcpcs", code, c.display))
         elif system == SNOMED:
             row = comp.code_map.get(("snomed", code))
-            if c.display:
-                display_parts.append(c.display)
         else:
             row = comp.local_map.get(code)
-            if c.display:
-                display_parts.append(c.display)
         if row is not None:
             for s in row.signals:
                 sig.add(s, "main", None, f"{system}|{code}")
-    if not text.strip() and display_parts:
-        text = " . ".join(display_parts)
-    toks, triples = text_signals(comp, text)
-    for s, ctx, h in triples:
+    toks, triples = text_signals(comp, note_text(itv))
+    bits_of, mask, append = comp.bits.of, sig.mask, sig.hits.append
+    for s, ctx, h in triples:  # Signals.add, inlined
         if s == "group.count":
             if not _group_count_ok(h.text):
                 continue
             sig.group_count_ok = True
-        sig.add(s, ctx, h)
+        mask |= bits_of(s, ctx)
+        append((s, ctx, h, None))
+    sig.mask = mask
     if itv.group_size is not None and itv.group_size >= 2:
         sig.add("ctx.group_size", "main", None, f"group_size={itv.group_size}")
     _derive(comp, sig)
     return sig, toks, coded
+
+
+def _is_hcpcs(system: str) -> bool:
+    return system in HCPCS_SYSTEMS or system.startswith("https://www.cms.gov/Medicare/Coding/HCPCS")
+
+
+def note_text(itv: Intervention) -> str:
+    """The text classified: what was written, or (when blank) the displays of its non-CPT/HCPCS codings."""
+    text = itv.full_text()
+    if text.strip():
+        return text
+    displays = [
+        c.display
+        for c in itv.codings
+        if c.display and (c.code or "").strip() and (c.system or "") != CPT and not _is_hcpcs(c.system or "")
+    ]
+    return " . ".join(displays) if displays else text
 
 
 def _group_count_ok(matched: str) -> bool:
@@ -496,12 +531,21 @@ def _decide(comp: Compiled, sig: Signals) -> CRule:
 
 
 def _alternatives(comp: Compiled, rule: CRule, sig: Signals, code: str) -> list[str]:
-    alts: list[str] = list(comp.concept_alts.get(rule.concept, ()))
-    alts.extend(comp.concept_code[c] for c in rule.alternatives)
+    """The concept's alternatives, the rule's, then those of its `alternatives_if` conditions that hold."""
+    if code == rule.code:
+        alts = list(rule.alts)  # precomputed: same order, unique, without the code
+        for e, c in rule.alternatives_if:
+            if sig.mask & e.bit:
+                a = comp.concept_code[c]
+                if a != code and a not in alts:
+                    alts.append(a)
+        return alts
+    out: list[str] = list(comp.concept_alts.get(rule.concept, ()))
+    out.extend(comp.concept_code[c] for c in rule.alternatives)
     for e, c in rule.alternatives_if:
         if sig.has(e):
-            alts.append(comp.concept_code[c])
-    return _uniq(a for a in alts if a != code)
+            out.append(comp.concept_code[c])
+    return _uniq(a for a in out if a != code)
 
 
 def _uniq(items: Iterable[str]) -> list[str]:
@@ -514,8 +558,9 @@ def _uniq(items: Iterable[str]) -> list[str]:
 def _evidence(rule: CRule, sig: Signals) -> list[Evidence]:
     ev = [Evidence("rule", rule.id, rule.id)]
     seen: set[str] = set()
-    for e in (*rule.all, *rule.any):
-        if not sig.has(e):
+    mask = sig.mask
+    for e in rule.evidence_exprs:
+        if not mask & e.bit:
             continue
         for p in sig.phrases_for(e):
             if p in seen:
@@ -530,8 +575,9 @@ def _evidence(rule: CRule, sig: Signals) -> list[Evidence]:
 
 def _doc_findings(comp: Compiled, concept: str, sig: Signals, itv: Intervention, code: str) -> list[Finding]:
     out = []
+    mask = sig.mask
     for d in comp.docs.get(concept, ()):
-        if any(sig.has(e) for e in d.any_signals):
+        if mask & d.any_mask:
             continue
         if any(getattr(itv, f) for f in d.fields):
             continue
@@ -552,7 +598,7 @@ def _doc_findings(comp: Compiled, concept: str, sig: Signals, itv: Intervention,
 def classify_with(comp: Compiled, itv: Intervention) -> Classification:
     sig, _toks, coded = collect(comp, itv)
     rule = _decide(comp, sig)
-    code = comp.concept_code[rule.concept]
+    code = rule.code
     alts = _alternatives(comp, rule, sig, code)
     confidence = rule.confidence
     evidence = _evidence(rule, sig)
