@@ -20,6 +20,7 @@ live only in the operator's Redis.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,10 +33,16 @@ import redis
 
 CACHE_TTL = 6 * 3600
 
+# KEYS[1] = lifetime totals (always), KEYS[2] = the run, only while its record exists: a task that
+# finishes after its run record was lost (Redis restarted without persistence) must not recreate a
+# stray run hash with no window and no expiry.
 _INCR_SCRIPT = """
+local run_exists = #KEYS < 2 or redis.call('EXISTS', KEYS[2]) == 1
 for i = 1, #ARGV, 2 do
-  for _, key in ipairs(KEYS) do
-    redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
+  for j, key in ipairs(KEYS) do
+    if j == 1 or run_exists then
+      redis.call('HINCRBY', key, ARGV[i], ARGV[i + 1])
+    end
   end
 end
 return 1
@@ -204,12 +211,40 @@ class StateStore:
 
     # --- locks ----------------------------------------------------------------------------------
     @contextmanager
-    def lock(self, name: str, timeout: int, blocking_timeout: float = 0) -> Iterator[bool]:
-        lk = self.r.lock(f"{self.p}:lock:{name}", timeout=timeout, blocking_timeout=blocking_timeout)
+    def lock(
+        self, name: str, timeout: float, blocking_timeout: float = 0, keepalive: bool = False
+    ) -> Iterator[bool]:
+        """A Redis lock for the ``with`` block. ``keepalive``: a thread renews the TTL every
+        ``timeout / 3`` s while the block runs, so ``timeout`` can be short: a holder that dies
+        (SIGKILL, OOM) frees the lock within ``timeout`` instead of blocking others for long."""
+        lk = self.r.lock(
+            f"{self.p}:lock:{name}",
+            timeout=timeout,
+            blocking_timeout=blocking_timeout,
+            thread_local=False,  # the keepalive thread renews with the token taken here
+        )
         got = lk.acquire(blocking=blocking_timeout > 0)
+        stop = threading.Event()
+        beat: threading.Thread | None = None
+        if got and keepalive:
+
+            def renew() -> None:
+                while not stop.wait(timeout / 3):
+                    try:
+                        lk.reacquire()
+                    except redis.exceptions.LockError:
+                        return  # expired and lost: nothing left to renew
+                    except redis.exceptions.RedisError:
+                        continue
+
+            beat = threading.Thread(target=renew, name="ptbill-lock-keepalive", daemon=True)
+            beat.start()
         try:
             yield bool(got)
         finally:
+            stop.set()
+            if beat is not None:
+                beat.join(timeout=5)
             if got:
                 try:
                     lk.release()

@@ -34,7 +34,13 @@ def celery_config(s: Settings) -> dict[str, Any]:
         raise ValueError("PTBILL_RETRY_MAX_SECONDS must stay below PTBILL_VISIBILITY_TIMEOUT")
     transport_options: dict[str, Any] = {}
     if s.broker_url.startswith(("redis://", "rediss://")):
-        transport_options = {"visibility_timeout": s.visibility_timeout}
+        transport_options = {
+            "visibility_timeout": s.visibility_timeout,
+            # sweep for messages of dead workers often enough that one comes back soon after its
+            # visibility timeout (kombu's default sweep runs every 10 s x throttle 10 = 100 s)
+            "unacked_restore_interval": max(1, min(10, s.visibility_timeout // 10)),
+            "unacked_restore_throttle": 1,
+        }
     elif s.broker_url.startswith("sqla+"):
         # the demo's embedded broker (SQLite file). kombu passes transport options to create_engine, so
         # its polling interval is set on the transport class instead (tasks/app.py).
