@@ -57,7 +57,7 @@ TEMPLATES = [
     "MHP to lumbar spine x{m} min, pt prone",
     "Group ther ex ({n} pts): seated marching, LAQ, heel raises",
     "Tandem stance on foam {m}s x3, no UE support; then fwd/bwd walking in // bars w/ SBA",
-    "Pt declined balance work; performed clamshells w/ {h} TB 2x{n} L hip",
+    "Pt declined balance work; performed clamshells w/ green TB 2x{n} L hip",
     "US 1 MHz {w}.0 W/cm2 x{m} min to R lateral epicondyle",
     "Stair training {n} steps w/ B rails, step-to pattern, min A, for home entry",
 ]
@@ -72,7 +72,7 @@ def templated(n: int, rnd: random.Random) -> list[Intervention]:
                 w=rnd.randint(1, 9),
                 d=rnd.randint(20, 400),
                 m=rnd.randint(5, 30),
-                h=rnd.choice(["low couch", "mat", "chair", "bed", "red", "green"]),
+                h=rnd.choice(["low couch", "mat", "chair", "bed"]),
             ),
             minutes=rnd.choice([None, 8, 12, 15, 23]),
         )
