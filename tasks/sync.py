@@ -18,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from integration.errors import FhirTemporaryError, LockBusy
 from integration.runner import (
+    Runtime,
     begin_run,
     failure_reason,
     finish_failed,
@@ -42,6 +43,22 @@ def _delay(task: Task, exc: BaseException) -> float:
     if isinstance(retry_after, int | float) and retry_after > 0:
         base = min(cap, max(base, float(retry_after)))
     return base * (0.8 + random.random() * 0.4)  # noqa: S311 - jitter, not crypto
+
+
+def _dead_letter(
+    rt: Runtime, run_id: str | None, encounter_id: str, exc: BaseException, attempt: int, message: str
+) -> dict[str, Any]:
+    finish_failed(rt, run_id, encounter_id, failure_reason(exc), attempt)
+    log.error(
+        message,
+        extra={
+            "encounter_id": encounter_id,
+            "run_id": run_id,
+            "error": type(exc).__name__,
+            "attempt": attempt,
+        },
+    )
+    return {"status": "dead-lettered"}
 
 
 def dispatch(encounter_id: str, run_id: str) -> None:
@@ -109,17 +126,9 @@ def process_encounter(self: Task, encounter_id: str, run_id: str | None = None) 
         outcome = process_one(rt, encounter_id, run_id)
     except TEMPORARY as exc:
         if self.request.retries >= self.max_retries:
-            finish_failed(rt, run_id, encounter_id, failure_reason(exc), attempt)
-            log.error(
-                "encounter dead-lettered after retries",
-                extra={
-                    "encounter_id": encounter_id,
-                    "run_id": run_id,
-                    "error": type(exc).__name__,
-                    "attempt": attempt,
-                },
+            return _dead_letter(
+                rt, run_id, encounter_id, exc, attempt, "encounter dead-lettered after retries"
             )
-            return {"status": "dead-lettered"}
         delay = _delay(self, exc)
         log.warning(
             "encounter will be retried",
@@ -132,17 +141,7 @@ def process_encounter(self: Task, encounter_id: str, run_id: str | None = None) 
         )
         raise self.retry(exc=exc, countdown=delay) from None
     except Exception as exc:  # fatal for this encounter: record it, never lose it, never stop the batch
-        finish_failed(rt, run_id, encounter_id, failure_reason(exc), attempt)
-        log.error(
-            "encounter dead-lettered",
-            extra={
-                "encounter_id": encounter_id,
-                "run_id": run_id,
-                "error": type(exc).__name__,
-                "attempt": attempt,
-            },
-        )
-        return {"status": "dead-lettered"}
+        return _dead_letter(rt, run_id, encounter_id, exc, attempt, "encounter dead-lettered")
     finish_ok(rt, run_id, encounter_id, outcome)
     dur = int((time.perf_counter() - t0) * 1000)
     log.info(
