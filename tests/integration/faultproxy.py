@@ -22,7 +22,8 @@ requests, ``limit`` caps the firings. Decisions are made under one lock in arriv
 Bounded: at most ``max_requests`` requests are served (later ones get a 503 and ``exhausted`` is set),
 the proxy stops by itself after ``lifetime`` seconds, and a held or slowed request never waits past the
 proxy's stop. ``counts`` tallies requests by (method, status), with ``"close"``, ``"rst"``,
-``"truncated"`` or ``"slow"`` as the status of answers a fault cut short.
+``"truncated"`` or ``"slow"`` as the status of answers a fault cut short; ``faults`` by fault label,
+``bundles`` the POSTed Bundles by type (transaction, batch), ``forwarded`` what reached the server.
 """
 
 from __future__ import annotations
@@ -246,6 +247,7 @@ class FaultProxy:
         self.counts: Counter[tuple[str, int | str]] = Counter()
         self.faults: Counter[str] = Counter()
         self.forwarded: Counter[str] = Counter()
+        self.bundles: Counter[str] = Counter()  # POSTed Bundles by type (transaction, batch)
         self.records: list[Record] = []
         self.exhausted = False
         self.held = 0  # requests currently held
@@ -336,7 +338,10 @@ class FaultProxy:
         return req, (None if over else self.plan.decide(req)), over
 
     def _record(self, req: ProxyRequest, result: int | str, fault: Fault | None) -> None:
+        kind = req.bundle_type()
         with self._lock:
+            if kind:
+                self.bundles[kind] += 1
             self.counts[(req.method, result)] += 1
             if fault is not None:
                 self.faults[fault.label] += 1
