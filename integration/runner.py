@@ -36,6 +36,7 @@ from integration.sync import (
     process_group,
     r4b_validator,
     server_now,
+    slim,
 )
 from mappings.loader import Tables, default_tables, load_tables
 
@@ -156,7 +157,9 @@ def page_run(rt: Runtime, run: RunInfo, dispatch: Dispatch) -> ReadStats:
     before = client.stats.snapshot().get("requests", 0)
     t0 = time.perf_counter()
     staff: dict[str, dict[str, Any]] = {}  # performers' Practitioner/PractitionerRole fetched in this run
-    for groups in iter_window(client, run.since, run.until, rt.settings.encounter_statuses, stats):
+    for groups in iter_window(
+        client, run.since, run.until, rt.settings.encounter_statuses, stats, rt.settings.procedure_fetch
+    ):
         # Patient context (Coverages, prior ChargeItems) is fetched per page: one patient's encounters
         # may sit on several pages and every group must carry its own. Performers are fetched once per
         # run and reused on later pages (without them discipline and PT/PTA roles are unknown).
@@ -166,7 +169,7 @@ def page_run(rt: Runtime, run: RunInfo, dispatch: Dispatch) -> ReadStats:
         if context:
             st.r.set(f"{st.p}:run:{run.run_id}:ctxpage:{len(known)}", "1", ex=60)  # liveness breadcrumb
         staff.update({k: r for k, r in context.items() if r.get("resourceType") in STAFF_TYPES})
-        ready = [attach_context(g, {**performer_context(g, staff), **context}) for g in groups]
+        ready = [slim(attach_context(g, {**performer_context(g, staff), **context})) for g in groups]
         for g in ready:
             st.put_group(run.run_id, g.encounter_id, g.to_json())
         st.add_pending(run.run_id, [g.encounter_id for g in ready])

@@ -95,6 +95,7 @@ class Settings:
     encounter_statuses: tuple[str, ...] = ("finished",)
     sync_interval_seconds: int = 300
     initial_since: str = "1970-01-01T00:00:00Z"
+    procedure_fetch: Literal["by-encounter", "revinclude"] = "by-encounter"  # see integration/sync.py
     write_mode: Literal["id", "conditional"] = (
         "id"  # id: PUT Type/{deterministic id}; conditional: PUT Type?identifier=...
     )
@@ -162,6 +163,10 @@ class Settings:
             ),
             sync_interval_seconds=_int(e, "PTBILL_SYNC_INTERVAL", d.sync_interval_seconds),
             initial_since=e.get("PTBILL_INITIAL_SINCE") or d.initial_since,
+            procedure_fetch=cast(
+                Literal["by-encounter", "revinclude"],
+                (e.get("PTBILL_PROCEDURE_FETCH") or d.procedure_fetch).lower(),
+            ),
             write_mode=cast(
                 Literal["id", "conditional"], (e.get("PTBILL_WRITE_MODE") or d.write_mode).lower()
             ),
@@ -197,6 +202,8 @@ class Settings:
             raise ConfigError("smart auth needs PTBILL_SMART_CLIENT_ID and PTBILL_SMART_PRIVATE_KEY(_FILE)")
         if not self.encounter_statuses:
             raise ConfigError("PTBILL_ENCOUNTER_STATUSES must name at least one status")
+        if self.procedure_fetch not in ("by-encounter", "revinclude"):
+            raise ConfigError("PTBILL_PROCEDURE_FETCH must be by-encounter or revinclude")
         if self.write_mode not in ("id", "conditional"):
             raise ConfigError("PTBILL_WRITE_MODE must be id or conditional")
         if self.log_format not in ("json", "text"):
