@@ -362,19 +362,6 @@ class Signals:
     def has(self, e: Expr) -> bool:
         return bool(self.mask & e.bit)
 
-    def phrases_for(self, e: Expr) -> list[str]:
-        out = []
-        name, dotted, prefix, ctxs = e.name, e.name + ".", e.prefix, e.ctxs
-        for sig, ctx, hit, coding in self.hits:
-            if ctx not in ctxs:
-                continue
-            if sig == name or (prefix and sig.startswith(dotted)):
-                if hit is not None:
-                    out.append(hit.text)
-                elif coding is not None:
-                    out.append(coding)
-        return out
-
     def without(self, families: tuple[str, ...]) -> Signals:
         s = Signals(self.bits)
         for sig, ctx, hit, coding in self.hits:
@@ -556,20 +543,28 @@ def _uniq(items: Iterable[str]) -> list[str]:
 
 
 def _evidence(rule: CRule, sig: Signals) -> list[Evidence]:
-    ev = [Evidence("rule", rule.id, rule.id)]
+    """The rule, then the matched phrases / codings behind its `all` and `any` expressions that hold (a
+    signal counts for an expression in one of its contexts, by name or, for ``name.*``, by prefix); at most
+    6 entries."""
+    rid = rule.id
+    ev = [Evidence("rule", rid, rid)]
     seen: set[str] = set()
-    mask = sig.mask
+    mask, hits = sig.mask, sig.hits
     for e in rule.evidence_exprs:
         if not mask & e.bit:
             continue
-        for p in sig.phrases_for(e):
-            if p in seen:
+        name, dotted, prefix, ctxs = e.name, e.name + ".", e.prefix, e.ctxs
+        for s, ctx, hit, coding in hits:
+            if ctx not in ctxs or not (s == name or (prefix and s.startswith(dotted))):
+                continue
+            p = hit.text if hit is not None else coding
+            if p is None or p in seen:
                 continue
             seen.add(p)
-            kind = "coding" if "|" in p else "phrase"
-            ev.append(Evidence(kind, p, rule.id))  # type: ignore[arg-type]
+            ev.append(Evidence("coding" if "|" in p else "phrase", p, rid))
             if len(ev) >= 6:
                 return ev
+    return ev
     return ev
 
 

@@ -229,11 +229,11 @@ class Hit:
     clause: int = 0  # number of clause breaks before the hit (hits never contain a break)
 
 
-# A candidate phrase at a token: (phrase, how, tail) where how is _NOW (the first token, and the second when
-# the candidate list was picked by it, are all there is to check), _TAIL (exact words: compare toks[i+2:] with
-# tail) or _FULL (general pattern: _match from the first token).
+# A candidate phrase at a token: (phrase, how, length, tail) where how is _NOW (the first token, and the
+# second when the candidate list was picked by it, are all there is to check), _TAIL (exact words: compare
+# toks[i+2:i+length] with tail) or _FULL (general pattern: _match from the first token).
 _NOW, _TAIL, _FULL = 0, 1, 2
-_Cand = tuple[Phrase, int, tuple[str, ...]]
+_Cand = tuple[Phrase, int, int, tuple[str, ...]]
 _Cands = tuple[_Cand, ...]
 _NO_CANDS: dict[str | None, _Cands] = {None: ()}
 
@@ -286,11 +286,11 @@ class PhraseMatcher:
                         continue
                     if p.exact is not None:
                         ln = len(p.exact)
-                        picked.append((p, _NOW, ()) if ln <= 2 else (p, _TAIL, p.exact[2:]))
+                        picked.append((p, _NOW, ln, ()) if ln <= 2 else (p, _TAIL, ln, p.exact[2:]))
                     elif len(p.pattern) == 1:
-                        picked.append((p, _NOW, ()))
+                        picked.append((p, _NOW, 1, ()))
                     else:
-                        picked.append((p, _FULL, ()))
+                        picked.append((p, _FULL, 0, ()))
                 res[nxt] = tuple(picked)
         if len(self._cand_cache) < _CACHE_MAX:
             self._cand_cache[tok] = res
@@ -316,14 +316,13 @@ class PhraseMatcher:
             if cands is None:
                 cands = by_next[None]
             end = -1
-            for ph, how, tail in cands:
+            for ph, how, ln, tail in cands:
                 if how == _NOW:
-                    end = i + len(ph.pattern)
+                    end = i + ln
                 elif how == _TAIL:
-                    e = i + 2 + len(tail)
-                    if toks[i + 2 : e] != tail:
+                    if toks[i + 2 : i + ln] != tail:
                         continue
-                    end = e
+                    end = i + ln
                 else:
                     end = _match(ph.pattern, 0, toks, i)
                     if end < 0:
