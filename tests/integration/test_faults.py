@@ -344,7 +344,7 @@ MATRIX: dict[str, tuple[list[Rule], str]] = {
             Rule(Fault("rst", forward=True), match=is_transaction, nth={1, 4, 9}),
             Rule(Fault("close", forward=True), match=is_transaction, nth={2, 6}),
         ],
-        "",
+        "rst",
     ),
     "slow": (
         [
