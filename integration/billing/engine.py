@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from integration.billing import ncci
@@ -940,8 +940,14 @@ def _kx(lines: list[_Line], facts: EncounterFacts, tables: Tables, payer: PayerC
             "data has the true total."
         )
         if est > th.amount:
+            # Flags are patient-level and several encounters raise the same one: their text must not
+            # depend on which encounter wrote it last (the per-visit basis is in the Task).
             out.flag(
-                "KX-THRESHOLD-EXCEEDED", f"Medicare KX threshold likely exceeded: {basis}", "KX", str(on.year)
+                "KX-THRESHOLD-EXCEEDED",
+                f"Medicare KX threshold {on.year} ({label}, ${th.amount:,.2f}) likely exceeded by estimate; "
+                "see the ATTEST-KX Task of the visit for the basis. KX is never added by ptbill.",
+                "KX",
+                f"{on.year}-{bucket}",
             )
             out.action(
                 "ATTEST-KX",
@@ -954,9 +960,10 @@ def _kx(lines: list[_Line], facts: EncounterFacts, tables: Tables, payer: PayerC
         elif est >= near * th.amount:
             out.flag(
                 "KX-THRESHOLD-NEAR",
-                f"Medicare KX threshold approaching ({near:.0%} or more): {basis}",
+                f"Medicare KX threshold {on.year} ({label}, ${th.amount:,.2f}) approaching "
+                f"({near:.0%} or more by estimate); see the ATTEST-KX Task of the visit for the basis.",
                 "KX",
-                str(on.year),
+                f"{on.year}-{bucket}",
             )
             out.action(
                 "ATTEST-KX",
@@ -1157,7 +1164,14 @@ def _episode(facts: EncounterFacts, tables: Tables, out: _Out) -> None:
                 f"{since_what} "
                 f"(required at least every {interval} treatment days)."
             )
-            out.flag("DOC-PROGRESS-REPORT-DUE", msg, "DOC-PROGRESS", key)
+            due_at = (ep.last_progress_report_visit or 0) + interval
+            out.flag(
+                "DOC-PROGRESS-REPORT-DUE",
+                f"Progress report due at treatment day {due_at} of the episode (required at least every "
+                f"{interval} treatment days).",
+                "DOC-PROGRESS",
+                f"{key}@{due_at}",
+            )
             out.action(
                 "DOC-PROGRESS-REPORT",
                 msg + " The therapist (not an assistant) writes it.",
@@ -1165,12 +1179,13 @@ def _episode(facts: EncounterFacts, tables: Tables, out: _Out) -> None:
                 prio="urgent" if since > interval else "routine",
             )
         elif since >= interval - warn:
+            due_at = (ep.last_progress_report_visit or 0) + interval
             out.flag(
                 "DOC-PROGRESS-REPORT-SOON",
-                f"Progress report due within {interval - since} treatment day(s) (every {interval} "
-                f"treatment days).",
+                f"Progress report due at treatment day {due_at} of the episode (every {interval} treatment "
+                "days).",
                 "DOC-PROGRESS",
-                key,
+                f"{key}@{due_at}",
             )
     cert = ep.plan_of_care_certified or ep.start
     if cert is None or on is None:
@@ -1192,7 +1207,13 @@ def _episode(facts: EncounterFacts, tables: Tables, out: _Out) -> None:
             f"Plan of care {basis} on {cert.isoformat()}, {days} days before this visit: the {interval}-day "
             "certification interval has ended; recertification is required."
         )
-        out.flag("DOC-POC-RECERT-OVERDUE", msg, "DOC-POC", key)
+        due = cert + timedelta(days=interval)
+        out.flag(
+            "DOC-POC-RECERT-OVERDUE",
+            f"Plan of care {basis} on {cert.isoformat()}: recertification was due by {due.isoformat()}.",
+            "DOC-POC",
+            f"{key}@{cert.isoformat()}",
+        )
         out.action(
             "DOC-POC-RECERT",
             msg + " Obtain the physician/NPP's signed recertification.",
@@ -1205,5 +1226,11 @@ def _episode(facts: EncounterFacts, tables: Tables, out: _Out) -> None:
             f"day(s) "
             f"(at most every {interval} days)."
         )
-        out.flag("DOC-POC-RECERT-DUE", msg, "DOC-POC", key)
+        due = cert + timedelta(days=interval)
+        out.flag(
+            "DOC-POC-RECERT-DUE",
+            f"Plan of care {basis} on {cert.isoformat()}: recertification due by {due.isoformat()}.",
+            "DOC-POC",
+            f"{key}@{cert.isoformat()}",
+        )
         out.action("DOC-POC-RECERT", msg + " Send the updated plan of care for signature.", "DOC-POC")

@@ -407,11 +407,13 @@ def test_kx_estimate(tables: Tables, fraction: float, flag: str | None):
         assert not r.flags and "ATTEST-KX" not in codes(r.actions)
         return
     (fl,) = r.flags
-    assert fl.code == flag and fl.key == "2026"
-    assert f"${fraction * th:,.2f}" in fl.message  # the estimate, with its basis
-    assert "prior-provider spend entered" in fl.message and f"${th:,.2f}" in fl.message
-    assert "scribing.io" in fl.message  # the source conflict travels with the 2026 figure
-    assert "ATTEST-KX" in codes(r.actions)
+    assert fl.code == flag and fl.key == "2026-PT_SLP"
+    assert f"${th:,.2f}" in fl.message and "ATTEST-KX" in fl.message
+    # the estimate and its basis travel with the visit's Task (the patient Flag text is visit-independent)
+    (task,) = [a for a in r.actions if a.code == "ATTEST-KX"]
+    assert f"${fraction * th:,.2f}" in task.description
+    assert "prior-provider spend entered" in task.description and f"${th:,.2f}" in task.description
+    assert "scribing.io" in task.description  # the source conflict travels with the 2026 figure
 
 
 def test_kx_not_for_commercial(tables: Tables):

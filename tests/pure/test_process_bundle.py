@@ -174,9 +174,10 @@ def test_kx_example_estimate_is_between_near_and_threshold(outputs: dict[str, di
     (th,) = [r for r in tables.active("kx_thresholds", on) if r.year == on.year and r.bucket == "PT_SLP"]
     (prof,) = [r for r in tables.active("payer_profiles", on) if r.profile == "medicare"]
     assert prof.kx_near_fraction * th.amount <= prior + this_visit <= th.amount
-    (flag,) = [
+    (task,) = [
         e["resource"]
         for e in outputs["d_medicare_kx_near.json"]["entry"]
-        if e["resource"]["resourceType"] == "Flag"
+        if e["resource"]["resourceType"] == "Task"
+        and e["resource"]["code"]["coding"][0]["code"] == "ATTEST-KX"
     ]
-    assert f"${prior + this_visit:,.2f}" in flag["code"]["text"]
+    assert f"${prior + this_visit:,.2f}" in task["description"]
