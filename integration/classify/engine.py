@@ -38,7 +38,7 @@ CLASSIFY_TABLES = (
     *LEXICON_TABLES,
 )
 _DEFAULT_CTX = ("main", "intent", "cue")
-_ALL_CTX = ("main", "intent", "cue", "goal")
+_ALL_CTX = ("main", "intent", "cue", "goal", "reason")
 _NEG_SPAN = 4
 _MODALITY_CODES = frozenset({"97010", "97012", "97016", "97018", "97022", "97032", "97033", "97035", "G0283"})
 _MANUAL_CODES = frozenset({"97140", "97124"})
@@ -191,7 +191,7 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
     for name in LEXICON_TABLES:
         for r in rows(name):
             sigs = (r.signal, *r.also)
-            phrases.extend(Phrase.parse(p, sigs, r.weight, r.id) for p in r.phrases)
+            phrases.extend(Phrase.parse(p, sigs, r.weight, r.id, r.not_after) for p in r.phrases)
     sig_rows = rows("classify_signals")
     concepts = rows("classify_concepts")
     concept_code = {c.concept: c.code for c in concepts}
@@ -377,39 +377,111 @@ _SPAN_MARKERS = {
     "marker.goal": "goal",
     "marker.cue": "cue",
 }
+# negation markers: how far back / forward they reach (always inside one clause)
+_NEG_FORWARD, _NEG_EITHER, _NEG_ADJACENT = 1, 2, 3
+_NEG_MARKERS = {
+    "marker.negation": _NEG_FORWARD,  # "no balance work": the next _NEG_SPAN tokens
+    # "declined stairs" forward; "stairs declined" back to the clause start
+    "marker.negation_either": _NEG_EITHER,
+    "marker.negation_adjacent": _NEG_ADJACENT,  # "NMES-free": only the hit right before it
+}
+_REASON = "marker.reason"  # "d/t effusion": a short noun phrase giving a cause, not an intervention
+_REASON_SPAN = 3
+# signals that say nothing about what was done: they neither make a clause "content" for a backward
+# negation nor are removed by one
+_NOT_CONTENT = ("marker.", "anat.", "contact.", "none.", "discipline.")
+
+
+def _is_content(sig: str) -> bool:
+    return not sig.startswith(_NOT_CONTENT)
 
 
 def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple[str, str, Hit]]]:
-    """Tokens and (signal, context, hit) triples for one piece of text; negated hits are dropped."""
+    """Tokens and (signal, context, hit) triples for one piece of text; negated hits are dropped.
+
+    Context resets at every clause break. A forward negation ("no", "without") drops the hits in the next
+    few tokens; a deferral ("held", "deferred", "declined", "d/c'd", "not performed") drops what follows it
+    when an intervention follows within that span, otherwise the interventions before it in its clause
+    ("gait training held d/t effusion"); "-free" drops the hit right before it. A reason ("d/t dizziness")
+    puts the next few tokens in the "reason" context, which no rule counts by default.
+    """
     toks = comp.normalizer.tokens(text)
     hits = comp.matcher.scan(toks)
     out: list[tuple[str, str, Hit]] = []
     ctx = "main"
     neg_until = -1
+    reason_until = -1
     clause = 0
-    # walk hits in order, resetting context at clause breaks
-    for h in hits:
+    clause_start = 0  # index in `out` where the current clause starts
+    prev: Hit | None = None
+    for i, h in enumerate(hits):
         if h.clause != clause:
             clause = h.clause
             ctx = "main"
-            neg_until = -1
+            neg_until = reason_until = -1
+            clause_start = len(out)
+            prev = None
         sigs = h.phrase.signals
         lead = sigs[0]
+        last, prev = prev, h
+        if lead == _REASON:  # a cause ends a negation: "no balance work d/t dizziness"
+            neg_until = -1
+            reason_until = _reason_end(toks, h.end)
+            continue
         if h.start < neg_until:
             continue  # negated: ignore (markers included)
-        if lead == "marker.negation":
+        if h.phrase.not_after and last is not None and last.end == h.start:
+            if any(s.startswith(h.phrase.not_after) for s in last.phrase.signals):
+                continue
+        neg = _NEG_MARKERS.get(lead)
+        if neg is not None:
+            if neg == _NEG_ADJACENT:
+                if last is not None and last.end == h.start:
+                    while len(out) > clause_start and out[-1][2] is last:
+                        out.pop()
+                continue
+            if neg == _NEG_EITHER and not _content_follows(hits, i, h.end + _NEG_SPAN):
+                kept = [t for t in out[clause_start:] if not _is_content(t[0])]
+                if len(kept) < len(out) - clause_start:
+                    out[clause_start:] = kept
+                    continue
             neg_until = h.end + _NEG_SPAN
             continue
+        c = "reason" if h.start < reason_until else ctx
         if lead in _SPAN_MARKERS:
-            if ctx in ("goal",):
-                out.append((lead, ctx, h))
+            if c != "main" and c != "intent" and c != "cue":
+                out.append((lead, c, h))
                 continue
-            out.append((lead, ctx if lead != "marker.goal" else "goal", h))
+            out.append((lead, c if lead != "marker.goal" else "goal", h))
             ctx = _SPAN_MARKERS[lead]
             continue
         for s in sigs:
-            out.append((s, ctx, h))
+            out.append((s, c, h))
     return toks, out
+
+
+def _reason_end(toks: tuple[str, ...], start: int) -> int:
+    """End (exclusive) of a reason starting at ``start``: a few tokens, cut at "to" ("d/t pain -> x")."""
+    end = min(len(toks), start + _REASON_SPAN)
+    for j in range(start, end):
+        if toks[j] == "to":
+            return j
+    return end
+
+
+def _content_follows(hits: list[Hit], i: int, until: int) -> bool:
+    """Whether an intervention hit follows hit ``i`` in its clause before token ``until`` (and before a reason
+    or another negation)."""
+    clause = hits[i].clause
+    for h in hits[i + 1 :]:
+        if h.clause != clause or h.start >= until:
+            return False
+        lead = h.phrase.signals[0]
+        if lead == _REASON or lead in _NEG_MARKERS:
+            return False
+        if _is_content(lead):
+            return True
+    return False
 
 
 def collect(comp: Compiled, itv: Intervention) -> tuple[Signals, tuple[str, ...], list[Coding]]:
@@ -742,7 +814,7 @@ def relevance_with(comp: Compiled, itv: Intervention) -> str | None:
             continue
         _toks, triples = text_signals(comp, t)
         for s, ctx, _h in triples:
-            if ctx == "goal":
+            if ctx == "goal" or ctx == "reason":
                 continue
             if s == "none.nontherapy":
                 nontherapy = True

@@ -201,9 +201,12 @@ class Phrase:
     row_id: str
     rank: tuple[int, int, int]
     exact: tuple[str, ...] | None = None  # fast path: every token is an exact word
+    not_after: tuple[str, ...] = ()  # signal prefixes: a hit right after a hit with one of these is dropped
 
     @staticmethod
-    def parse(text: str, signals: tuple[str, ...], weight: float, row_id: str) -> Phrase:
+    def parse(
+        text: str, signals: tuple[str, ...], weight: float, row_id: str, not_after: tuple[str, ...] = ()
+    ) -> Phrase:
         pat: list[tuple[str, str]] = []
         for tok in text.split():
             if tok == "...":
@@ -217,7 +220,9 @@ class Phrase:
         solid = sum(1 for k, _ in pat if k != "gap")
         exact = sum(1 for k, _ in pat if k == "exact")
         words = tuple(v for _, v in pat) if exact == len(pat) else None
-        return Phrase(text, tuple(pat), signals, weight, row_id, (-solid, -exact, -len(text)), words)
+        return Phrase(
+            text, tuple(pat), signals, weight, row_id, (-solid, -exact, -len(text)), words, tuple(not_after)
+        )
 
 
 @dataclass(slots=True)

@@ -21,9 +21,9 @@ from pydantic import field_validator, model_validator
 from mappings.loader import RowBase, Schema, Tables
 
 SystemGroup = Literal["cpt", "hcpcs", "snomed", "local"]
-Context = Literal["main", "intent", "goal", "cue"]
-CONTEXTS = ("main", "intent", "goal", "cue", "any")
-_SIG_RX = re.compile(r"^(?:(main|intent|goal|cue|any):)?([a-z0-9_]+(?:\.[a-z0-9_]+)*)(\.\*)?$")
+Context = Literal["main", "intent", "goal", "cue", "reason"]
+CONTEXTS = ("main", "intent", "goal", "cue", "reason", "any")
+_SIG_RX = re.compile(r"^(?:(main|intent|goal|cue|reason|any):)?([a-z0-9_]+(?:\.[a-z0-9_]+)*)(\.\*)?$")
 
 
 class ConceptRow(RowBase):
@@ -70,6 +70,9 @@ class LexiconRow(RowBase):
     phrases: tuple[str, ...]
     also: tuple[str, ...] = ()  # extra signals emitted by the same phrases
     weight: float = 1.0
+    # signal prefixes ("anat.", "anat.muscle"): a hit of these phrases directly after a hit emitting one of
+    # them is dropped ("hamstring group" is a muscle group, not a group session)
+    not_after: tuple[str, ...] = ()
 
     @field_validator("phrases")
     @classmethod
@@ -228,6 +231,9 @@ def _check_lexicon(table: str) -> Any:
                     yield f"row {i + 1} (id={r.id!r})", f"unknown signal {s!r} (add it to classify_signals)"
                 elif s in derived:
                     yield f"row {i + 1} (id={r.id!r})", f"signal {s!r} is derived; lexicons may not emit it"
+            for pre in r.not_after:
+                if not any(n == pre or n.startswith(pre.rstrip(".") + ".") for n in names):
+                    yield f"row {i + 1} (id={r.id!r})", f"not_after {pre!r} names no known signal"
 
     return check
 
