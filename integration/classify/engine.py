@@ -410,6 +410,7 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
     out: list[tuple[str, str, Hit]] = []
     ctx = "main"
     neg_until = -1
+    neg_modifier = False
     reason_until = -1
     clause = 0
     clause_start = 0  # index in `out` where the current clause starts
@@ -429,7 +430,9 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
             reason_until = _reason_end(toks, h.end)
             continue
         if h.start < neg_until:
-            continue  # negated: ignore (markers included)
+            if not (neg_modifier and lead in _SPAN_MARKERS):
+                continue  # negated: ignore (markers included)
+            neg_until = -1  # "walked w/o AD for endurance": the purpose is not negated
         if h.phrase.not_after and last is not None and last.end == h.start:
             if any(s.startswith(h.phrase.not_after) for s in last.phrase.signals):
                 continue
@@ -446,6 +449,9 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
                     out[clause_start:] = kept
                     continue
             neg_until = h.end + _NEG_SPAN
+            # after an intervention in its clause a negation modifies it ("w/ no UE support"): it ends at
+            # a purpose or cue; at the clause start it covers the span ("no balance work for falls")
+            neg_modifier = any(_is_content(t[0]) for t in out[clause_start:])
             continue
         c = "reason" if h.start < reason_until else ctx
         if lead in _SPAN_MARKERS:

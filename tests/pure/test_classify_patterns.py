@@ -36,6 +36,9 @@ NEGATION: list[Case] = [
     ("Lifting not performed d/t back pain; prone press ups 2x10", "97110", ()),
     ("Pt declined manual therapy; SLS on airex 3x20s ea", "97112", ()),
     ("NMES-free quad sets 3x10 R knee", "97110", ()),
+    ("SLS held 2/2 BP elevated; seated hip flexion 2x10", "97110", ()),
+    ("Quad sets 3x10 and SLR 3x10 but tandem stance deferred d/t fatigue", "97110", ()),
+    ("Brace-free gait 150 ft, cues for knee flexion in swing", "97116", ()),
     # contrasting: the same interventions, not negated
     ("LAQ 3x12 w/ 3#, hip flex 2x15; SLS on foam 3x20s for balance", "97112", ()),
     ("Gait training w/ RW 100 ft, cues for heel strike; quad sets 2x10", "97116", ()),
@@ -45,6 +48,12 @@ NEGATION: list[Case] = [
     ("Vestibular habituation for dizziness: head turns in standing 2x10", "97112", ()),
     ("NMES to R quad w/ active quad sets, PT adjusting parameters", "97032", ()),
     ("Pain-free SLR 3x10 R LE", "97110", ()),
+    ("Instructed in HEP for d/c: bridges, clams, SLR", "97110", ()),  # d/c = discharge here
+    ("Stairs x12, pt held rail, step-to pattern, cues to lead w/ R", "97116", ("97530",)),
+    ("Plank held x 30s x3, side plank 2x20s", "97110", ()),
+    ("Treadmill walking w/ no UE support 10 min for endurance", "97110", ("97116",)),
+    ("Standing balance w/o UE support on foam 3x30s", "97112", ()),
+    ("No balance training for fall prevention today; SLR 3x10", "97110", ()),
 ]
 
 # 2. wheelchair PART words need a wheelchair (LABELING.md §3.3: 97542 is management of the chair)
@@ -105,10 +114,14 @@ UNSUPERVISED: list[Case] = [
     ("Treadmill 10 min independently in gym without PT", "UNSUPPORTED", ()),
     ("Hallway walking 2 laps, aide only", "UNSUPPORTED", ()),
     ("Bike 8 min prior to PT arrival", "UNSUPPORTED", ()),
+    ("Rehab tech supervised pt on NuStep 10 min", "UNSUPPORTED", ()),
+    ("UBE 6 min while PT set up next patient", "UNSUPPORTED", ()),
+    ("NuStep 10 min, PT with other pt", "UNSUPPORTED", ()),
     # contrasting: "independent(ly)" is the patient's assist level, with skilled input
     ("Amb 150 ft independently w/ cane, cues for step length", "97116", ()),
     ("Transfers bed<>chair performed independently w/ RW, cues for hand placement", "97530", ()),
     ("Amb 300 ft mod I w/ SPC, cues for heel strike and arm swing", "97116", ()),
+    ("Ambulated 250 ft independently with no AD for endurance", "97110", ("97116",)),
     ("Stair training 12 steps independently w/ 1 rail, reciprocal pattern, cues to slow pace", "97116", ()),
 ]
 
