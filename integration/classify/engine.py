@@ -378,9 +378,10 @@ _SPAN_MARKERS = {
     "marker.cue": "cue",
 }
 # negation markers: how far back / forward they reach (always inside one clause)
-_NEG_FORWARD, _NEG_EITHER, _NEG_ADJACENT = 1, 2, 3
+_NEG_FORWARD, _NEG_EITHER, _NEG_ADJACENT, _NEG_BACKWARD = 1, 2, 3, 4
 _NEG_MARKERS = {
     "marker.negation": _NEG_FORWARD,  # "no balance work": the next _NEG_SPAN tokens
+    "marker.negation_back": _NEG_BACKWARD,  # "standing balance replaced with seated ex": back to clause start
     # "declined stairs" forward; "stairs declined" back to the clause start
     "marker.negation_either": _NEG_EITHER,
     "marker.negation_adjacent": _NEG_ADJACENT,  # "NMES-free": only the hit right before it
@@ -443,9 +444,12 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
                     while len(out) > clause_start and out[-1][2] is last:
                         out.pop()
                 continue
-            if neg == _NEG_EITHER and not _content_follows(hits, i, h.end + _NEG_SPAN):
+            back = neg == _NEG_BACKWARD or (
+                neg == _NEG_EITHER and not _content_follows(hits, i, h.end + _NEG_SPAN)
+            )
+            if back:
                 kept = [t for t in out[clause_start:] if not _is_content(t[0])]
-                if len(kept) < len(out) - clause_start:
+                if neg == _NEG_BACKWARD or len(kept) < len(out) - clause_start:
                     out[clause_start:] = kept
                     continue
             neg_until = h.end + _NEG_SPAN

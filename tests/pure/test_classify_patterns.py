@@ -54,6 +54,8 @@ NEGATION: list[Case] = [
     ("Treadmill walking w/ no UE support 10 min for endurance", "97110", ("97116",)),
     ("Standing balance w/o UE support on foam 3x30s", "97112", ()),
     ("No balance training for fall prevention today; SLR 3x10", "97110", ()),
+    ("Standing balance replaced with seated marching 2x20 d/t fatigue", "97110", ()),
+    ("Quad sets + isometrics instead", "97110", ()),  # bare "instead" keeps what was done
 ]
 
 # 2. wheelchair PART words need a wheelchair (LABELING.md §3.3: 97542 is management of the chair)
@@ -68,6 +70,8 @@ WHEELCHAIR: list[Case] = [
     ("Power chair joystick training in hallway w/ cues for turning", "97542", ()),
     ("Manual chair propulsion 150 ft w/ cues for long push strokes", "97542", ()),
     ("Wheelchair brake management and armrest removal for lateral transfer prep", "97542", ()),
+    ("W/C cushion assessment for pressure relief", "97542", ()),
+    ("Sit to stand x10 from w/c, cues to lock brakes first", "97530", ("97542",)),
     ("Armrest removal and footrest swing-away on pt's WC, cues for sequence", "97542", ()),
 ]
 
@@ -98,6 +102,10 @@ GOAL: list[Case] = [
     ("Prone Y/T 2x10 so she can eventually hang laundry", "97110", ()),
     ("Wall slides 2x10 R shoulder, pt aims to reach overhead cabinets", "97110", ()),
     ("Seated rows w/ green TB 3x12; pt wishes to carry groceries", "97110", ()),
+    # a planned next step is not what was done
+    ("Hamstring curls 3x10 5# AW; plan to progress to stair training next visit", "97110", ()),
+    ("Step ups 3x10 4in step; will progress to curb training", "97110", ()),
+    ("Heel raises 3x15; next session: tandem stance on foam", "97110", ()),
     # contrasting: the task itself was practised
     ("Reaching to place cans on top kitchen shelf x15, standing, CGA", "97530", ()),
     ("Lifting 10# laundry basket from floor to counter x8, cues for hip hinge", "97530", ()),
