@@ -9,7 +9,7 @@ without I/O:
   decide    integration.decide.decide (classify each intervention, bill the encounter)
   build     build_outputs + digest + plan_writes (first sync: nothing exists yet, so all is written)
   validate  integration.sync.r4b_validator() over every entry of the transaction (optional stage)
-  claimchk  json.dumps + json.loads of the group (the claim check the worker reads from Redis)
+  claimchk  slim + json.dumps + json.loads of the group (the claim check the worker reads from Redis)
 
 All figures are ``time.process_time()`` (CPU of this process, one core). The target (issue 5) is
 parse+decide+build <= 1 ms per Procedure. Each pass re-extracts and re-decides everything; pass 1 runs
@@ -37,7 +37,7 @@ from integration.decide import decide
 from integration.fhir.extract import extract_encounter, group_bundle
 from integration.fhir.writeback import build_outputs, plan_writes
 from integration.model import Intervention
-from integration.sync import Group, attach_context, digest, r4b_validator
+from integration.sync import Group, attach_context, digest, r4b_validator, slim
 from integration.synth import generate_clinic
 from mappings.loader import Tables, load_tables
 
@@ -126,7 +126,10 @@ def one_pass(pages: list[dict[str, Any]], tables: Tables, validate: bool = True)
                 continue
             g = attach_context(Group(enc, dict(rel)), context)
             t0 = clock()
-            g = Group.from_json(json.loads(json.dumps(g.to_json())))
+            # what the worker stores in and reads back from Redis: the slimmed group (integration.sync.slim).
+            # Decisions below use the full group: these synthetic pages use urn:uuid references, which a
+            # server would have resolved to Type/id before slim() sees them.
+            Group.from_json(json.loads(json.dumps(slim(g).to_json())))
             t1 = clock()
             facts = extract_encounter(g.encounter, g.related)  # = sync.decide_group, split in two
             t2 = clock()
