@@ -81,12 +81,15 @@ GROUP: list[Case] = [
     ("Hip flexor group stretch 3x30s B", "97110", ()),
     ("Quad muscle group isometrics 10x5s", "97110", ()),
     ("Strengthening of the rotator cuff group w/ yellow TB 2x15", "97110", ()),
+    ("Hamstring group exercises 3x10", "97110", ()),
     # contrasting: patients treated together
     ("Group of 4 pts: seated marching, heel raises, LAQ", "97150", ()),
     ("Balance class (5 pts), PT rotating between stations", "97150", ()),
     ("Seated ther ex with 3 other patients, PT supervising all", "97150", ()),
     ("Group session: chair yoga and UE AROM", "97150", ()),
     ("LE strengthening in group setting, 3 participants", "97150", ()),
+    ("LE group therapy: marching, LAQ, heel raises", "97150", ()),
+    ("Knee OA group class: step ups, mini squats", "97150", ()),
     # a modality is its own code whatever the setting; the group is the alternative
     ("Hot pack to low back x10 min during group session", "97010", ()),
     ("CP to B knees after group ex class", "97010", ("97150",)),
