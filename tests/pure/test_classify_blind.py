@@ -9,6 +9,13 @@ The floors below sit a little under what the classifier measured on that date
 97530 recall 0.935, one 97110<->97530 cross-confusion; ``ptbill eval tests/data/eval/blind.jsonl``).
 A drop below a floor is a regression. Raise the floors when the classifier improves; never relabel a case
 to make a test pass (fix a label only if it breaks LABELING.md, and say so in the commit).
+
+NO LONGER BLIND since 2026-11-26 (later that day): the error PATTERNS found on this set (negation scope,
+wheelchair parts, muscle "group", goal clauses, unsupervised wording, work simulation, tub transfers) were
+described, with paraphrased examples, to the engineer who then fixed them generally; the set now scores
+1.000 on every figure. It is a regression set now, not an estimate of held-out accuracy; the figure to
+quote for generalisation is the one measured before the fixes (strict 0.931, lenient 0.938). The floors
+were raised to just under the new figures.
 """
 
 from __future__ import annotations
@@ -87,12 +94,12 @@ def test_blind_label_mix_is_realistic() -> None:
 
 FLOORS = [
     # (name, floor)
-    ("strict", 0.90),
-    ("lenient", 0.90),
-    ("unsupported_precision", 0.75),
-    ("unsupported_recall", 0.80),
-    ("recall_97110", 0.85),
-    ("recall_97530", 0.90),
+    ("strict", 0.97),
+    ("lenient", 0.97),
+    ("unsupported_precision", 0.90),
+    ("unsupported_recall", 0.90),
+    ("recall_97110", 0.95),
+    ("recall_97530", 0.95),
 ]
 
 
@@ -128,4 +135,4 @@ def test_blind_97110_97530_cross_confusion(predictions: dict[str, str]) -> None:
         if {c["expected_code"], predictions[c["id"]]} == {"97110", "97530"}
         and predictions[c["id"]] not in c["acceptable_codes"]
     ]
-    assert len(crossed) <= 3, crossed  # measured: 1
+    assert len(crossed) <= 1, crossed  # measured: 1 before the pattern fixes, 0 after
