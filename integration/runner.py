@@ -230,22 +230,16 @@ def process_one(rt: Runtime, encounter_id: str, run_id: str | None) -> Outcome:
 def finish_ok(rt: Runtime, run_id: str | None, encounter_id: str, outcome: Outcome) -> None:
     counters = outcome.counters()
     counters["processed" if outcome.status == "processed" else "unchanged"] = 1
-    st = rt.state
-    st.incr_many(run_id, counters)
-    st.clear_dead_letter(encounter_id)
-    _done(rt, run_id, encounter_id)
+    if rt.state.finish_encounter(run_id, encounter_id, counters, clear_dead_letter=True) and run_id:
+        finalize(rt, run_id)
 
 
 def finish_failed(rt: Runtime, run_id: str | None, encounter_id: str, reason: str, attempts: int) -> None:
     rt.state.dead_letter(encounter_id, reason, attempts, run_id)
-    rt.state.incr(run_id, "dead_lettered", 1)
-    _done(rt, run_id, encounter_id)
-
-
-def _done(rt: Runtime, run_id: str | None, encounter_id: str) -> None:
-    if run_id:
-        rt.state.done(run_id, encounter_id)
-        rt.state.drop_group(run_id, encounter_id)
+    may_be_final = rt.state.finish_encounter(
+        run_id, encounter_id, {"dead_lettered": 1}, clear_dead_letter=False
+    )
+    if may_be_final and run_id:
         finalize(rt, run_id)
 
 

@@ -49,6 +49,27 @@ return 1
 """
 
 
+# One round trip at the end of each encounter (it ran ~6 before): counters (run and totals), clear or keep
+# the dead letter, take the encounter off the run's pending set, drop its claim check, and answer whether
+# the run may now be final (paging done and nothing pending). KEYS: totals, run, pending, claim, dead.
+# ARGV: encounter id, clear-dead-letter flag, then counter name/value pairs.
+_FINISH_SCRIPT = """
+local run_exists = redis.call('EXISTS', KEYS[2]) == 1
+for i = 3, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  if run_exists then redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]) end
+end
+if ARGV[2] == '1' then redis.call('HDEL', KEYS[5], ARGV[1]) end
+redis.call('SREM', KEYS[3], ARGV[1])
+redis.call('DEL', KEYS[4])
+if not run_exists then return 0 end
+if redis.call('HGET', KEYS[2], 'paging_done') == '1' and redis.call('SCARD', KEYS[3]) == 0 then
+  return 1
+end
+return 0
+"""
+
+
 def utcnow_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
@@ -134,6 +155,24 @@ class StateStore:
             return
         keys = [f"{self.p}:totals"] + ([f"{self.p}:run:{run_id}"] if run_id else [])
         self.r.eval(_INCR_SCRIPT, len(keys), *keys, *args)
+
+    def finish_encounter(
+        self, run_id: str | None, encounter_id: str, counters: dict[str, int], clear_dead_letter: bool
+    ) -> bool:
+        """Book one finished encounter in a single round trip; True when the run may now be final."""
+        args: list[str | int] = [encounter_id, "1" if clear_dead_letter else "0"]
+        for k, v in counters.items():
+            if v:
+                args += [k, int(v)]
+        rid = run_id or "-"
+        keys = [
+            f"{self.p}:totals",
+            f"{self.p}:run:{rid}",
+            f"{self.p}:run:{rid}:pending",
+            f"{self.p}:run:{rid}:enc:{encounter_id}",
+            f"{self.p}:dead",
+        ]
+        return bool(self.r.eval(_FINISH_SCRIPT, len(keys), *keys, *args)) and run_id is not None
 
     def try_finalize(self, run_id: str) -> dict[str, str] | None:
         """When paging is done and nothing is pending, close the run exactly once.

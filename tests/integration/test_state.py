@@ -74,3 +74,29 @@ def test_dead_letters_round_trip(store):
     assert d["attempts"] == 3 and "422" in d["reason"]
     store.clear_dead_letter("enc-9")
     assert store.dead_letters() == {}
+
+
+def test_finish_encounter_books_everything_in_one_call(store):
+    run = store.start_run("a", "b")
+    store.add_pending(run.run_id, ["e1", "e2"])
+    store.put_group(run.run_id, "e1", {"encounter": {}, "related": {}})
+    store.dead_letter("e1", "earlier failure", 1, None)
+    assert (
+        store.finish_encounter(run.run_id, "e1", {"processed": 1, "created": 3}, clear_dead_letter=True)
+        is False
+    )
+    assert store.get_group(run.run_id, "e1") is None  # claim check dropped
+    assert "e1" not in store.dead_letters()
+    assert store.pending_count(run.run_id) == 1
+    assert store.run(run.run_id)["created"] == "3" and store.totals()["processed"] == "1"
+    store.set_paging_done(run.run_id)
+    store.dead_letter("e2", "boom", 2, run.run_id)
+    assert store.finish_encounter(run.run_id, "e2", {"dead_lettered": 1}, clear_dead_letter=False) is True
+    assert "e2" in store.dead_letters()  # a failure keeps its dead letter
+    assert store.try_finalize(run.run_id)["status"] == "partial"
+
+
+def test_finish_encounter_never_recreates_a_lost_run_record(store):
+    assert store.finish_encounter("gone", "e1", {"processed": 1}, clear_dead_letter=True) is False
+    assert store.run("gone") == {}
+    assert store.totals()["processed"] == "1"
