@@ -32,6 +32,7 @@ from integration.sync import (
     fetch_encounter,
     iso,
     iter_window,
+    iter_withdrawn,
     performer_context,
     process_group,
     r4b_validator,
@@ -176,6 +177,21 @@ def page_run(rt: Runtime, run: RunInfo, dispatch: Dispatch) -> ReadStats:
         st.incr(run.run_id, "dispatched", len(ready))
         for g in ready:
             dispatch(g.encounter_id, run.run_id)
+    # Encounters withdrawn since ptbill wrote for them: fetch each (rare) so its suggestions are retired.
+    withdrawn: list[str] = []
+    for eid in iter_withdrawn(client, run.since, run.until, stats):
+        if eid in withdrawn or (st.has_epoch() and st.ledger(eid) is None):
+            continue  # ptbill never wrote anything for it
+        found = fetch_encounter(client, eid)
+        if found is None:
+            continue
+        withdrawn.append(eid)
+        st.put_group(run.run_id, eid, slim(found).to_json())
+    if withdrawn:
+        st.add_pending(run.run_id, withdrawn)
+        st.incr_many(run.run_id, {"withdrawn": len(withdrawn), "dispatched": len(withdrawn)})
+        for eid in withdrawn:
+            dispatch(eid, run.run_id)
     reads = client.stats.snapshot().get("requests", 0) - before
     st.incr(run.run_id, "fhir_read_requests", reads)
     st.incr(run.run_id, "pages", stats.pages)

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
+from integration import __version__
 from integration.decide import decide
 from integration.errors import InputError, OutputValidationError
 from integration.fhir.client import FhirClient, parse_transaction_response
@@ -489,9 +490,29 @@ def r4b_validator() -> Validator:
     return validate
 
 
+# An Encounter moved to one of these after ptbill suggested charges did not happen as billed: everything
+# ptbill wrote for it is retired (resources a person already acted on are kept, as always).
+WITHDRAWN_STATUSES = ("entered-in-error", "cancelled")
+
+
 def decide_group(group: Group, tables: Tables) -> tuple[EncounterFacts, Decision]:
     facts = extract_encounter(group.encounter, group.related)
+    if facts.status in WITHDRAWN_STATUSES:
+        return facts, Decision(
+            facts.encounter_id, table_versions=tables.versions(), engine_version=__version__
+        )
     return facts, decide(facts, tables)
+
+
+def iter_withdrawn(client: FhirClient, since: str, until: str, stats: ReadStats) -> Iterator[str]:
+    """Ids of Encounters withdrawn (entered-in-error, cancelled) in the window: one light paged search."""
+    params = [*window_params(since, until), ("status", ",".join(WITHDRAWN_STATUSES)), ("_elements", "id")]
+    for page in client.search("Encounter", params):
+        stats.pages += 1
+        for e in page.get("entry") or []:
+            res = e.get("resource") if isinstance(e, dict) else None
+            if isinstance(res, dict) and res.get("resourceType") == "Encounter" and res.get("id"):
+                yield str(res["id"])
 
 
 def summarize(outcome: Outcome, facts: EncounterFacts, decision: Decision) -> None:

@@ -197,3 +197,46 @@ def test_reprocessing_updates_in_place_retires_stale_and_keeps_reviewed(fhir_ser
     # the reviewed ChargeItem was not touched
     assert after[f"ChargeItem/{other['id']}"]["status"] == "billable"
     assert after[f"ChargeItem/{other['id']}"]["meta"]["versionId"] == reviewed_version
+
+
+def test_withdrawn_encounter_has_its_suggestions_retired(fhir_server, redis_url, workers):
+    env = env_for(fhir_server.base_url, redis_url)
+    seed(fhir_server.base_url, patients=2, seed_value=21)
+    workers.start(env, concurrency=1)
+    state = state_for(env)
+    run1 = uuid.uuid4().hex[:16]
+    send_sync(env, run1)
+    wait_run(state, run1)
+    with FhirClient(fhir_server.base_url) as client:
+        before = ptbill_resources(client)
+        charge = next(r for k, r in before.items() if k.startswith("ChargeItem/"))
+        enc_id = charge["context"]["reference"].split("/")[1]
+        enc = client.read("Encounter", enc_id)
+        enc["status"] = "entered-in-error"
+        client.transaction(
+            {
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"resource": enc, "request": {"method": "PUT", "url": f"Encounter/{enc_id}"}}],
+            }
+        )
+    run2 = uuid.uuid4().hex[:16]
+    send_sync(env, run2)
+    info = wait_run(state, run2)
+    assert int(info["withdrawn"]) == 1 and int(info["processed"]) == 1
+    with FhirClient(fhir_server.base_url) as client:
+        after = ptbill_resources(client)
+    owned = [
+        (k, r)
+        for k, r in after.items()
+        if not k.startswith(("Provenance/", "Flag/"))
+        and (ENCOUNTER_TAG, enc_id) in {(t["system"], t["code"]) for t in r["meta"].get("tag", [])}
+    ]
+    assert owned
+    for k, r in owned:
+        expected = "cancelled" if k.startswith("Task/") else "entered-in-error"
+        assert r["status"] == expected, k
+    # nothing else changed
+    for k, r in after.items():
+        if k in before and (k, r) not in owned and not k.startswith("Provenance/"):
+            assert r["meta"]["versionId"] == before[k]["meta"]["versionId"], k
