@@ -43,6 +43,30 @@ def versions(resources: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {k: r["meta"]["versionId"] for k, r in resources.items()}
 
 
+def synced_clinic(fhir_server, redis_url, workers, patients: int, seed_value: int):
+    """Seed a clinic, start one worker, run one sync to completion; returns (env, state)."""
+    env = env_for(fhir_server.base_url, redis_url)
+    seed(fhir_server.base_url, patients=patients, seed_value=seed_value)
+    workers.start(env, concurrency=1)
+    state = state_for(env)
+    run = uuid.uuid4().hex[:16]
+    send_sync(env, run)
+    wait_run(state, run)
+    return env, state
+
+
+def put(client: FhirClient, resource: dict[str, Any]) -> None:
+    """Update one resource as the EMR (a person) would."""
+    url = f"{resource['resourceType']}/{resource['id']}"
+    client.transaction(
+        {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"resource": resource, "request": {"method": "PUT", "url": url}}],
+        }
+    )
+
+
 def test_sync_writes_once_and_is_idempotent(fhir_server, redis_url, workers):
     env = env_for(fhir_server.base_url, redis_url)
     bundles = seed(fhir_server.base_url, patients=6, seed_value=3)
@@ -96,10 +120,7 @@ def test_sync_writes_once_and_is_idempotent(fhir_server, redis_url, workers):
             )
         # each processed encounter got one Provenance naming its sources and the rule versions
         provs = [r for k, r in first.items() if k.startswith("Provenance/")]
-        assert all(
-            p["entity"] and p["policy"] and p["agent"][0]["who"]["type"] == "Device"
-            for p in provs
-        )
+        assert all(p["entity"] and p["policy"] and p["agent"][0]["who"]["type"] == "Device" for p in provs)
 
     # second sync: the window is empty, nothing is written
     run2 = uuid.uuid4().hex[:16]
@@ -121,13 +142,7 @@ def test_sync_writes_once_and_is_idempotent(fhir_server, redis_url, workers):
 
 
 def test_reprocessing_updates_in_place_retires_stale_and_keeps_reviewed(fhir_server, redis_url, workers):
-    env = env_for(fhir_server.base_url, redis_url)
-    seed(fhir_server.base_url, patients=2, seed_value=11)
-    workers.start(env, concurrency=1)
-    state = state_for(env)
-    run1 = uuid.uuid4().hex[:16]
-    send_sync(env, run1)
-    wait_run(state, run1)
+    env, state = synced_clinic(fhir_server, redis_url, workers, patients=2, seed_value=11)
 
     with FhirClient(fhir_server.base_url) as client:
         before = ptbill_resources(client)
@@ -141,25 +156,11 @@ def test_reprocessing_updates_in_place_retires_stale_and_keeps_reviewed(fhir_ser
         proc = client.read("Procedure", proc_ref.split("/")[1])
         proc["code"] = {"text": "ther ex as tolerated"}
         proc.pop("note", None)
-        client.transaction(
-            {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [{"resource": proc, "request": {"method": "PUT", "url": f"Procedure/{proc['id']}"}}],
-            }
-        )
+        put(client, proc)
         # a biller has already reviewed another encounter's ChargeItem
         other = next(c for c in charges if c["context"]["reference"] != enc_ref)
         other["status"] = "billable"
-        client.transaction(
-            {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [
-                    {"resource": other, "request": {"method": "PUT", "url": f"ChargeItem/{other['id']}"}}
-                ],
-            }
-        )
+        put(client, other)
         reviewed_version = client.read("ChargeItem", other["id"])["meta"]["versionId"]
 
     run2 = uuid.uuid4().hex[:16]
@@ -200,26 +201,14 @@ def test_reprocessing_updates_in_place_retires_stale_and_keeps_reviewed(fhir_ser
 
 
 def test_withdrawn_encounter_has_its_suggestions_retired(fhir_server, redis_url, workers):
-    env = env_for(fhir_server.base_url, redis_url)
-    seed(fhir_server.base_url, patients=2, seed_value=21)
-    workers.start(env, concurrency=1)
-    state = state_for(env)
-    run1 = uuid.uuid4().hex[:16]
-    send_sync(env, run1)
-    wait_run(state, run1)
+    env, state = synced_clinic(fhir_server, redis_url, workers, patients=2, seed_value=21)
     with FhirClient(fhir_server.base_url) as client:
         before = ptbill_resources(client)
         charge = next(r for k, r in before.items() if k.startswith("ChargeItem/"))
         enc_id = charge["context"]["reference"].split("/")[1]
         enc = client.read("Encounter", enc_id)
         enc["status"] = "entered-in-error"
-        client.transaction(
-            {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [{"resource": enc, "request": {"method": "PUT", "url": f"Encounter/{enc_id}"}}],
-            }
-        )
+        put(client, enc)
     run2 = uuid.uuid4().hex[:16]
     send_sync(env, run2)
     info = wait_run(state, run2)
