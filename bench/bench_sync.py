@@ -219,6 +219,12 @@ def main() -> int:
     ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/10")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, records)")
     ap.add_argument("--skip-cpu", action="store_true", help="skip the in-process CPU measurement")
+    ap.add_argument(
+        "--soak-backfills",
+        type=int,
+        default=0,
+        help="extra backfills after the run, printing worker RSS after each",
+    )
     args = ap.parse_args()
 
     # a SIGTERM (e.g. from `timeout`) unwinds through the finally below, which stops every process
@@ -347,6 +353,17 @@ def main() -> int:
 
         rss3, pss3, _ = rss_mb(wpid)
         print(f"worker RSS after re-sync+backfill {rss3:.1f} MB [{pss3:.1f}]")
+        # soak: every extra backfill re-decides every Procedure of the window in the worker (no writes),
+        # so N backfills of a 2,000-Procedure clinic put N x 2,000 Procedures through it
+        decided = fin_procs * 2  # the first sync and the backfill above
+        for i in range(args.soak_backfills):
+            run_sync(env, wpid, timeout, since="1970-01-01T00:00:00Z", until=info1["until"], backfill=True)
+            decided += fin_procs
+            rss_i, pss_i, _ = rss_mb(wpid)
+            print(
+                f"soak backfill {i + 1}: {decided} Procedures decided by the worker, "
+                f"RSS {rss_i:.1f} MB [{pss_i:.1f}]"
+            )
         worker.stop()
         srv_a.stop()
         proxy_a.stop()
