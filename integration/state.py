@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -230,9 +229,6 @@ class StateStore:
         raw = self.r.get(f"{self.p}:run:{run_id}:enc:{encounter_id}")
         return json.loads(raw) if raw else None
 
-    def drop_group(self, run_id: str, encounter_id: str) -> None:
-        self.r.delete(f"{self.p}:run:{run_id}:enc:{encounter_id}")
-
     # --- dead letters -------------------------------------------------------------------------------
     def dead_letter(self, encounter_id: str, reason: str, attempts: int, run_id: str | None) -> None:
         self.r.hset(
@@ -303,13 +299,3 @@ class StateStore:
 
     def sync_lock_holder(self) -> str | None:
         return self.r.get(f"{self.p}:lock:sync")  # type: ignore[return-value]
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.05) -> bool:
-    """Poll a readiness condition with a deadline (used by CLI commands that wait for workers)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

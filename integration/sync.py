@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -610,7 +609,3 @@ def dry_run_bundle(groups: list[Group], tables: Tables, recorded: datetime | Non
             continue
         entries.extend(plan.bundle["entry"])
     return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-
-
-def elapsed_ms(t0: float) -> int:
-    return int((time.perf_counter() - t0) * 1000)
