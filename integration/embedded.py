@@ -86,7 +86,7 @@ class SekmetServer:
         auth_config: dict[str, Any] | None = None,
         *,
         extra_settings: dict[str, Any] | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 90.0,
     ):
         self.tmp_dir = Path(tmp_dir)
         self.requested_port = port

@@ -52,7 +52,7 @@ class Workers:
         app = Celery(broker=env["PTBILL_BROKER_URL"])
         try:
             wait_for(
-                lambda: w.alive() and app.control.ping(timeout=0.5), 60, "the Celery worker to answer ping"
+                lambda: w.alive() and app.control.ping(timeout=0.5), 120, "the Celery worker to answer ping"
             )
         except AssertionError:
             print(w.log_tail())
