@@ -8,13 +8,10 @@ schedule and KX table rows, never typed in.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from datetime import date
-from pathlib import Path
 
 import pytest
 
-import mappings.loader as loader
 from integration.billing import BillingResult, allocate, bill, cms_total_units
 from integration.model import (
     NUCC,
@@ -31,23 +28,14 @@ from integration.model import (
     PriorCharge,
 )
 from mappings.loader import Tables
-from mappings.schemas import billing as billing_schemas
-from mappings.schemas import core as core_schemas
 
 SOPT = "https://nahdo.org/sopt"
 DOS = date(2026, 3, 2)
 
 
 @pytest.fixture(scope="module")
-def tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
-    root = tmp_path_factory.mktemp("mappings")
-    for sub in ("core", "billing"):
-        (root / sub).mkdir()
-        for f in (Path(loader.MAPPINGS_DIR) / sub).glob("*.yaml"):
-            shutil.copy(f, root / sub / f.name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(loader, "_schemas", lambda: {**core_schemas.SCHEMAS, **billing_schemas.SCHEMAS})
-        return loader.load_tables(root)
+def tables(billing_tables: Tables) -> Tables:
+    return billing_tables
 
 
 PT = PractitionerFacts("Practitioner/pt", codes=(Coding(NUCC, "225100000X"),))

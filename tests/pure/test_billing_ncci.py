@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import date
 from pathlib import Path
 
 import pytest
 
-import mappings.loader as loader
 from integration.billing import (
     OfficialEdits,
     bill,
@@ -30,8 +28,6 @@ from integration.model import (
     PractitionerFacts,
 )
 from mappings.loader import Tables
-from mappings.schemas import billing as billing_schemas
-from mappings.schemas import core as core_schemas
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "ncci"
 PTP = DATA / "practitioner_ptp_sample.txt"
@@ -40,15 +36,8 @@ DOS = date(2026, 3, 2)
 
 
 @pytest.fixture(scope="module")
-def tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
-    root = tmp_path_factory.mktemp("mappings")
-    for sub in ("core", "billing"):
-        (root / sub).mkdir()
-        for f in (Path(loader.MAPPINGS_DIR) / sub).glob("*.yaml"):
-            shutil.copy(f, root / sub / f.name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(loader, "_schemas", lambda: {**core_schemas.SCHEMAS, **billing_schemas.SCHEMAS})
-        return loader.load_tables(root)
+def tables(billing_tables: Tables) -> Tables:
+    return billing_tables
 
 
 def _facts() -> EncounterFacts:
