@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -74,3 +77,19 @@ def wait_run(state: StateStore, run_id: str, timeout: float = 180) -> dict[str, 
         return None
 
     return wait_for(finished, timeout, f"sync run {run_id} to finish")  # type: ignore[no-any-return]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ptbill(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the ``ptbill`` CLI as a separate process with ``env``; stdout/stderr captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "tasks.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

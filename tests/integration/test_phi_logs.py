@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from integration import logs
 from integration.fhir.client import FhirClient
-from tests.integration.support import env_for, seed
+from tests.integration.support import env_for, ptbill, seed
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 
 FAMILY = "Qqqprivate"
 GIVEN = "Zyxwvut"
@@ -143,38 +139,14 @@ def test_no_phi_in_worker_or_cli_logs(fhir_server, redis_url, workers, tmp_path)
     w = workers.start(env, concurrency=2)
 
     # the CLI drives a sync through the worker (progress bar on, logs on stderr)
-    sync = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "sync", "--timeout", "180"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    sync = ptbill(env, "sync", "--timeout", "180", timeout=240)
     assert sync.returncode == 0, sync.stderr
     info = json.loads(sync.stdout)
     assert int(info["processed"]) >= 3
 
     # and re-decides everything in-process (backfill --inline), which logs from the CLI process itself
-    backfill = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tasks.cli",
-            "backfill",
-            "--inline",
-            "--since",
-            "1970-01-01T00:00:00Z",
-            "--until",
-            info["until"],
-        ],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+    backfill = ptbill(
+        env, "backfill", "--inline", "--since", "1970-01-01T00:00:00Z", "--until", info["until"], timeout=240
     )
     assert backfill.returncode == 0, backfill.stderr
     bf = json.loads(backfill.stdout)

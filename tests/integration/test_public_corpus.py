@@ -10,8 +10,6 @@ inputs are counted (``input_problems`` / ``bundle_problems``).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +19,10 @@ import pytest
 
 from integration.errors import FhirError
 from integration.fhir.client import FhirClient, parse_transaction_response
-from tests.integration.support import env_for, state_for
+from tests.integration.support import env_for, ptbill, state_for
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "fhir-data"
 TYPES = ("Patient", "Practitioner", "PractitionerRole", "Organization", "Coverage", "Encounter", "Procedure")
 ALL_STATUSES = "planned,arrived,triaged,in-progress,onleave,finished,cancelled,entered-in-error,unknown"
@@ -126,15 +123,7 @@ def test_public_corpus_inline_sync(fhir_server, redis_url):
     env = env_for(
         fhir_server.base_url, redis_url, PTBILL_ENCOUNTER_STATUSES=ALL_STATUSES, PTBILL_LOG_LEVEL="WARNING"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "tasks.cli", "sync", "--inline"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    proc = ptbill(env, "sync", "--inline", timeout=180)
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = {k: v for k, v in json.loads(proc.stdout).items()}

@@ -9,32 +9,16 @@ FHIR server down for the whole sync -> the sync task fails after PTBILL_MAX_RETR
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from integration.fhir.client import FhirClient
-from tests.integration.support import env_for, seed, send_sync, state_for, wait_for, wait_run
+from tests.integration.support import env_for, ptbill, seed, send_sync, state_for, wait_for, wait_run
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def ptbill(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tasks.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def status_json(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
