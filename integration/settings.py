@@ -7,6 +7,7 @@ Every setting is documented in the README's configuration table; keep the two in
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -18,8 +19,8 @@ from typing import Literal, cast
 from integration.errors import ConfigError
 from integration.fhir.auth import DEFAULT_SCOPE
 
-_SECRET_FIELDS = {"auth_password", "auth_token", "smart_private_key", "flower_basic_auth"}
-_URL_FIELDS = {"broker_url", "redis_url", "fhir_base_url", "smart_token_url"}
+_SECRET_FIELDS = {"auth_password", "auth_token", "smart_private_key", "flower_basic_auth", "notify_secret"}
+_URL_FIELDS = {"broker_url", "redis_url", "fhir_base_url", "smart_token_url", "public_url"}
 _URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://)([^@/]*)@", re.IGNORECASE)
 
 log = logging.getLogger("ptbill.settings")
@@ -72,6 +73,22 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _cds_clients(raw: str | None) -> tuple[tuple[str, str], ...]:
+    """PTBILL_CDS_CLIENTS: a JSON object mapping each trusted EHR's JWT ``iss`` to its JWKS URL."""
+    if not raw or not raw.strip():
+        return ()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ConfigError('PTBILL_CDS_CLIENTS must be a JSON object {"<iss>": "<JWKS URL>"}') from None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k and isinstance(v, str) and v.startswith(("http://", "https://"))
+        for k, v in value.items()
+    ):
+        raise ConfigError('PTBILL_CDS_CLIENTS must map each issuer to an http(s) JWKS URL {"<iss>": "<url>"}')
+    return tuple(sorted(value.items()))
+
+
 @dataclass(frozen=True)
 class Settings:
     fhir_base_url: str = "http://127.0.0.1:8090/fhir"
@@ -110,6 +127,22 @@ class Settings:
     mappings_dir: str | None = None  # override the shipped tables (for a clinic's own tables)
     retry_base_seconds: float = 1.0  # Celery retry delay base: base * 2**(attempt), with jitter
     retry_max_seconds: float = 600.0  # cap of a Celery retry delay; must stay below visibility_timeout
+    # --- real-time feedback: `ptbill serve` (push notifications, CDS Hooks), `ptbill subscribe` ---------
+    # Each field is PTBILL_ + its name in upper case. See README "Real-time feedback".
+    serve_host: str = "127.0.0.1"  # where `ptbill serve` listens (--host overrides)
+    serve_port: int = 8095  # (--port overrides)
+    public_url: str | None = None  # how the EMR reaches the service (Subscription endpoints, CDS aud)
+    serve_max_body_bytes: int = 5_000_000  # larger request bodies are refused with 413
+    notify_secret: str | None = field(default=None, repr=False)  # header value the Subscriptions carry
+    notify_header: str = "Authorization"  # header name; for Authorization the value is "Bearer <secret>"
+    subscriptions: tuple[str, ...] = ("Procedure?", "Encounter?")  # R4 criteria or backport topic URLs
+    subscription_payload: Literal["full-resource", "id-only", "empty"] = "full-resource"
+    push_debounce_seconds: float = 0.5  # a burst of notifications for one encounter -> one processing
+    cds_clients: tuple[tuple[str, str], ...] = ()  # trusted EHRs: (JWT iss, its JWKS URL)
+    cds_algorithms: tuple[str, ...] = ("RS384", "ES384")  # JWT algorithms accepted from EHRs
+    cds_fhir_servers: tuple[str, ...] = ()  # fhirServer URLs a hook may send (default: fhir_base_url)
+    cds_fetch_timeout: float = 5.0  # seconds per FHIR read when a hook comes without prefetch
+    cds_writeback: bool = False  # encounter-discharge also queues the encounter for the guarded write
 
     @property
     def server_key(self) -> str:
@@ -181,6 +214,32 @@ class Settings:
             mappings_dir=e.get("PTBILL_MAPPINGS_DIR") or None,
             retry_base_seconds=_float(e, "PTBILL_RETRY_BASE_SECONDS", d.retry_base_seconds),
             retry_max_seconds=_float(e, "PTBILL_RETRY_MAX_SECONDS", d.retry_max_seconds),
+            # --- real-time feedback (ptbill serve / subscribe) ---
+            serve_host=e.get("PTBILL_SERVE_HOST") or d.serve_host,
+            serve_port=_int(e, "PTBILL_SERVE_PORT", d.serve_port),
+            public_url=(e.get("PTBILL_PUBLIC_URL") or "").rstrip("/") or None,
+            serve_max_body_bytes=_int(e, "PTBILL_SERVE_MAX_BODY_BYTES", d.serve_max_body_bytes),
+            notify_secret=_read_secret(e, "PTBILL_NOTIFY_SECRET"),
+            notify_header=(e.get("PTBILL_NOTIFY_HEADER") or d.notify_header).strip(),
+            subscriptions=tuple((e.get("PTBILL_SUBSCRIPTIONS") or " ".join(d.subscriptions)).split()),
+            subscription_payload=cast(
+                Literal["full-resource", "id-only", "empty"],
+                (e.get("PTBILL_SUBSCRIPTION_PAYLOAD") or d.subscription_payload).lower(),
+            ),
+            push_debounce_seconds=_float(e, "PTBILL_PUSH_DEBOUNCE_SECONDS", d.push_debounce_seconds),
+            cds_clients=_cds_clients(e.get("PTBILL_CDS_CLIENTS")),
+            cds_algorithms=tuple(
+                a.strip().upper()
+                for a in (e.get("PTBILL_CDS_ALGORITHMS") or ",".join(d.cds_algorithms)).split(",")
+                if a.strip()
+            ),
+            cds_fhir_servers=tuple(
+                u.strip().rstrip("/")
+                for u in (e.get("PTBILL_CDS_FHIR_SERVERS") or "").split(",")
+                if u.strip()
+            ),
+            cds_fetch_timeout=_float(e, "PTBILL_CDS_FETCH_TIMEOUT", d.cds_fetch_timeout),
+            cds_writeback=_bool(e, "PTBILL_CDS_WRITEBACK", d.cds_writeback),
         )
         s.validate()
         if not s.tls_verify:
@@ -218,3 +277,23 @@ class Settings:
             raise ConfigError(
                 "PTBILL_SYNC_INTERVAL, PTBILL_LOCK_TIMEOUT and PTBILL_VISIBILITY_TIMEOUT must be positive"
             )
+        # --- real-time feedback (ptbill serve / subscribe) ---
+        if not 0 < self.serve_port < 65536:
+            raise ConfigError("PTBILL_SERVE_PORT must be a TCP port (1-65535)")
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError("PTBILL_PUBLIC_URL must be an http(s) URL")
+        if self.serve_max_body_bytes < 1024:
+            raise ConfigError("PTBILL_SERVE_MAX_BODY_BYTES must be at least 1024")
+        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", self.notify_header):
+            raise ConfigError("PTBILL_NOTIFY_HEADER must be an HTTP header name")
+        if self.subscription_payload not in ("full-resource", "id-only", "empty"):
+            raise ConfigError("PTBILL_SUBSCRIPTION_PAYLOAD must be full-resource, id-only or empty")
+        if self.push_debounce_seconds < 0 or self.push_debounce_seconds > 60:
+            raise ConfigError("PTBILL_PUSH_DEBOUNCE_SECONDS must be between 0 and 60")
+        unsafe = [a for a in self.cds_algorithms if a == "NONE" or a.startswith("HS")]
+        if unsafe or not self.cds_algorithms:
+            raise ConfigError("PTBILL_CDS_ALGORITHMS must name asymmetric algorithms (e.g. RS384,ES384)")
+        if any(not u.startswith(("http://", "https://")) for u in self.cds_fhir_servers):
+            raise ConfigError("PTBILL_CDS_FHIR_SERVERS must be http(s) URLs")
+        if self.cds_fetch_timeout <= 0:
+            raise ConfigError("PTBILL_CDS_FETCH_TIMEOUT must be positive")

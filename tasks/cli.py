@@ -10,6 +10,8 @@
   ptbill eval FILE                    accuracy report on labelled JSONL
   ptbill process --bundle FILE        dry run: print the transaction Bundle that would be written
   ptbill mappings check [--dir D]     validate the rule tables strictly
+  ptbill serve [--host H] [--port P]  the real-time feedback service: CDS Hooks + Subscription notifications
+  ptbill subscribe [--delete]         create/update ptbill's Subscriptions on the EMR (idempotent)
 
 stdout carries only the command's result; logs go to stderr.
 """
@@ -303,9 +305,31 @@ def status_report(s: Any, st: Any) -> dict[str, Any]:
         problems.append(f"{len(dead)} dead-lettered encounter(s)")
     if not last:
         problems.append("never synced")
-    report["healthy"] = not (failed or dead)
+    # real-time feedback: the Subscriptions `ptbill subscribe` made, with their state on the EMR
+    push = _push_status(s, st)
+    report["push"] = push
+    for sub in push["subscriptions"]:
+        if sub.get("status") != "active":
+            problems.append(f"subscription {sub['sid']} is {sub.get('status')}")
+    subs_ok = all(p.get("status") == "active" for p in push["subscriptions"])
+    report["healthy"] = not (failed or dead) and subs_ok
     report["problems"] = problems
     return report
+
+
+def _push_status(s: Any, st: Any) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from integration.push import PushState, subscription_report
+    from integration.runner import make_client
+
+    push = PushState(st)
+    if not push.subscriptions():
+        return {"subscriptions": [], "counters": push.stats()}
+    client = make_client(replace(s, http_timeout=min(s.http_timeout, 5.0)))
+    client.retries = 0  # status answers fast, also when the EMR does not
+    with client:
+        return subscription_report(client, push)
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -341,6 +365,14 @@ def _print_status(report: dict[str, Any]) -> None:
         w(f"  {d['encounter']}: {d['reason']} (attempts {d['attempts']}, at {d['at']}, run {d['run_id']})\n")
     if report["dead_letters"]:
         w("  re-drive with: ptbill retry-failed\n")
+    push = report.get("push") or {}
+    subs = push.get("subscriptions") or []
+    w(f"subscriptions:    {len(subs) or '(none; see ptbill subscribe)'}\n")
+    for sub in subs:
+        err = f" - {sub['error']}" if sub.get("error") else ""
+        w(f"  {sub['sid']}: {sub.get('status')} (Subscription/{sub.get('id')}, {sub.get('criteria')}){err}\n")
+    if push.get("counters"):
+        w("  notifications:  " + ", ".join(f"{k} {v}" for k, v in push["counters"].items()) + "\n")
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -380,6 +412,45 @@ def cmd_retry_failed(a: argparse.Namespace) -> int:
     app.send_task(TASK_RETRY_FAILED, queue=QUEUE_MAINT)
     print(json.dumps({"requeued": len(dead)}))
     return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from tasks.web import serve
+
+    return serve(a.host, a.port)
+
+
+def cmd_subscribe(a: argparse.Namespace) -> int:
+    """Create or update ptbill's Subscriptions on the EMR; prints what it did, exits 1 on any error."""
+    from integration.cds.subscriptions import build_specs
+    from integration.errors import FhirError
+    from integration.push import PushState, ensure_subscriptions
+    from integration.runner import make_client
+    from integration.state import StateStore
+    from tasks.web import service_url
+
+    s = _settings()
+    _configure_logs(s)
+    if not s.notify_secret:
+        raise ConfigError("ptbill subscribe needs PTBILL_NOTIFY_SECRET (the header the EMR sends back)")
+    base = service_url(s)
+    if not s.public_url:
+        sys.stderr.write(f"ptbill subscribe: PTBILL_PUBLIC_URL is not set; the EMR will call {base}\n")
+    try:
+        specs = build_specs(s.subscriptions, base, s.subscription_payload, s.notify_header, s.notify_secret)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    push = PushState(StateStore.from_url(s.redis_url, s.server_key))
+    try:
+        with make_client(s) as client:
+            report = ensure_subscriptions(client, specs, push, delete=a.delete)
+    except FhirError as e:
+        from integration.runner import failure_reason
+
+        print(json.dumps({"status": "failed", "reason": failure_reason(e)}))
+        return 1
+    print(json.dumps({"service": base, "subscriptions": report}, indent=2, sort_keys=True))
+    return 0 if all(r.get("status") != "error" for r in report) else 1
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -444,6 +515,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--bundle", required=True)
     pr.add_argument("--mappings", default=None, help="mapping tables folder (default: shipped tables)")
     pr.set_defaults(fn=cmd_process)
+
+    sv = sub.add_parser("serve", help="real-time feedback service: CDS Hooks, Subscription notifications")
+    sv.add_argument("--host", default=None, help="listen address (default PTBILL_SERVE_HOST, 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=None, help="port (default PTBILL_SERVE_PORT, 8095)")
+    sv.set_defaults(fn=cmd_serve)
+
+    sb = sub.add_parser("subscribe", help="create/update ptbill's Subscriptions on the EMR (idempotent)")
+    sb.add_argument("--delete", action="store_true", help="delete ptbill's Subscriptions instead")
+    sb.set_defaults(fn=cmd_subscribe)
 
     m = sub.add_parser("mappings", help="mapping tables")
     msub = m.add_subparsers(dest="mcmd", required=True)

@@ -19,12 +19,15 @@ QUEUE_MAINT = "maintenance"  # re-driving dead letters
 TASK_SYNC = "ptbill.sync.run"
 TASK_PROCESS = "ptbill.encounter.process"
 TASK_RETRY_FAILED = "ptbill.maintenance.retry_failed"
+TASK_PUSH_RESOLVE = "ptbill.push.resolve"  # a Subscription notification -> encounters to process
 
 ROUTES = {
     TASK_SYNC: {"queue": QUEUE_READ},
     TASK_PROCESS: {"queue": QUEUE_PROCESS},
     TASK_RETRY_FAILED: {"queue": QUEUE_MAINT},
+    TASK_PUSH_RESOLVE: {"queue": QUEUE_READ},  # small reads of the EMR, then ptbill.encounter.process
 }
+PUSH_TASK_MODULES = ("tasks.push",)  # imported by the worker (the Celery app includes tasks.sync)
 
 MAX_RETRY_DELAY = 600  # seconds: the default of PTBILL_RETRY_MAX_SECONDS (Settings.retry_max_seconds)
 
@@ -56,6 +59,7 @@ def celery_config(s: Settings) -> dict[str, Any]:
         "task_queues": [Queue(QUEUE_READ), Queue(QUEUE_PROCESS), Queue(QUEUE_MAINT)],
         "task_default_queue": QUEUE_PROCESS,
         "task_routes": ROUTES,
+        "imports": PUSH_TASK_MODULES,
         # idempotent writes first, then late acks: a killed worker's message is delivered again
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,

@@ -15,9 +15,10 @@ def cfg(**env: str) -> dict:
 
 def test_registered_tasks_have_explicit_names_and_routes():
     from tasks.app import app
+    from tasks.push import resolve_notified
     from tasks.sync import process_encounter, retry_failed, sync_run
 
-    names = {t.name for t in (sync_run, process_encounter, retry_failed)}
+    names = {t.name for t in (sync_run, process_encounter, retry_failed, resolve_notified)}
     assert names == set(ROUTES)
     assert all(n.startswith("ptbill.") for n in names)
     assert names <= set(app.tasks)

@@ -25,7 +25,7 @@ def known_settings() -> set[str]:
 
 def test_services_present_with_healthchecks():
     services = compose()["services"]
-    assert set(services) == {"redis", "hapi", "worker", "beat", "flower"}
+    assert set(services) == {"redis", "hapi", "worker", "beat", "flower", "web"}
     for name, svc in services.items():
         assert "healthcheck" in svc and svc["healthcheck"]["test"], name
 
@@ -52,7 +52,7 @@ def test_beat_and_flower_commands():
 
 def test_ptbill_env_names_are_real_settings():
     known = known_settings()
-    for name in ("worker", "beat", "flower"):
+    for name in ("worker", "beat", "flower", "web"):
         env = compose()["services"][name]["environment"]
         for key in env:
             if key.startswith("PTBILL_"):
