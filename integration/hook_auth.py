@@ -18,6 +18,8 @@ naming a trusted issuer cannot hammer the EHR's key endpoint.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import threading
@@ -32,6 +34,7 @@ import requests
 
 from integration.errors import PtbillError
 
+REPLAY_PREFIX = "ptbill:cds:jti"  # Redis keys of the jti replay guard (shared by every ptbill serve)
 KTY_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 MAX_JWKS_BYTES = 1_000_000
 
@@ -45,13 +48,17 @@ class HookAuthError(PtbillError):
         super().__init__(f"{reason}: {message}")
 
 
+class KeyNotCached(Exception):
+    """``check(fetch=False)`` needs the issuer's JWKS first (the caller fetches it off the event loop)."""
+
+
 class ReplayGuard(Protocol):
     def first_use(self, key: str, ttl: int) -> bool:
         """True the first time ``key`` is seen within ``ttl`` seconds."""
 
 
 class RedisReplayGuard:
-    def __init__(self, client: redis.Redis, prefix: str = "ptbill:cds:jti"):
+    def __init__(self, client: redis.Redis, prefix: str = REPLAY_PREFIX):
         self.r = client
         self.prefix = prefix
 
@@ -82,6 +89,7 @@ def fetch_jwks(url: str, timeout: float) -> dict[str, Any]:
 class _Entry:
     keys: dict[str, dict[str, Any]]
     fetched: float
+    parsed: dict[tuple[str, str], Any] = field(default_factory=dict)  # (kid, alg) -> public key object
 
 
 class JwksCache:
@@ -102,6 +110,24 @@ class JwksCache:
         self._clock = clock
         self._cache: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+
+    def cached(self, url: str, kid: str) -> bool:
+        """The key is in the cache and fresh, or a refetch would be throttled anyway (no fetch needed)."""
+        entry = self._cache.get(url)
+        if entry is None:
+            return False
+        age = self._clock() - entry.fetched
+        return (kid in entry.keys and age < self.ttl) or age < self.min_refetch
+
+    def public_key(self, url: str, kid: str, alg: str) -> Any:
+        """The key object of ``kid`` for ``alg`` (built once per fetched JWKS)."""
+        jwk = self.key(url, kid)
+        entry = self._cache[url]
+        found = entry.parsed.get((kid, alg))
+        if found is None:
+            found = jwt.PyJWK(jwk, algorithm=alg).key
+            entry.parsed[(kid, alg)] = found
+        return found
 
     def key(self, url: str, kid: str) -> dict[str, Any]:
         now = self._clock()
@@ -137,14 +163,37 @@ class HookVerifier:
 
     def verify(self, authorization: str | None, audience: str) -> dict[str, Any]:
         """The verified claims of the call's JWT, or HookAuthError."""
+        claims, replay_key, ttl = self.check(authorization, audience)
+        if not self.replay.first_use(replay_key, ttl):
+            raise HookAuthError("replayed", "this JWT (jti) was already used")
+        return claims
+
+    @staticmethod
+    def _parse(authorization: str | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """The token, its header and its claims, unverified: only to pick the issuer's key (PyJWT then
+        verifies the token in full)."""
         if not authorization or not authorization.startswith("Bearer "):
             raise HookAuthError("missing-token", "the call carries no Authorization: Bearer <JWT>")
         token = authorization[len("Bearer ") :].strip()
+        parts = token.split(".")
         try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
+            if len(parts) != 3:
+                raise ValueError("not three parts")
+            header, claims = (
+                json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4))) for p in parts[:2]
+            )
+        except (ValueError, TypeError, UnicodeDecodeError, binascii.Error):
             raise HookAuthError("malformed-token", "the bearer token is not a JWT") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise HookAuthError("malformed-token", "the bearer token is not a JWT")
+        return token, header, claims
+
+    def check(
+        self, authorization: str | None, audience: str, *, fetch: bool = True
+    ) -> tuple[dict[str, Any], str, int]:
+        """Everything but the replay guard: (claims, replay key, seconds to remember the jti).
+        ``fetch=False``: raise KeyNotCached instead of fetching the issuer's JWKS (blocking I/O)."""
+        token, header, unverified = self._parse(authorization)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in self.algorithms:
             raise HookAuthError(
@@ -163,13 +212,15 @@ class HookVerifier:
         jwks_url = self.clients[iss]
         if header.get("jku") not in (None, jwks_url):
             raise HookAuthError("jku-not-allowed", "the JWT jku is not the issuer's registered JWKS URL")
+        if not fetch and not self.jwks.cached(jwks_url, kid):
+            raise KeyNotCached
         jwk = self.jwks.key(jwks_url, kid)
         if jwk.get("kty") != KTY_FOR_ALG.get(alg[:2]) or jwk.get("alg") not in (None, alg):
             raise HookAuthError("bad-signature", "the issuer's key does not match the JWT alg")
         if jwk.get("use") not in (None, "sig"):
             raise HookAuthError("bad-signature", "the issuer's key is not a signing key")
         try:
-            key = jwt.PyJWK(jwk, algorithm=alg).key
+            key = self.jwks.public_key(jwks_url, kid, alg)
             claims = jwt.decode(
                 token,
                 key=key,
@@ -194,8 +245,6 @@ class HookVerifier:
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti:
             raise HookAuthError("missing-claim", "the JWT has no jti claim")
-        ttl = int(float(claims["exp"]) - self.clock() + self.leeway) + 1
+        ttl = max(1, int(float(claims["exp"]) - self.clock() + self.leeway) + 1)
         digest = hashlib.sha256(f"{iss}\n{jti}".encode()).hexdigest()[:40]
-        if not self.replay.first_use(digest, ttl):
-            raise HookAuthError("replayed", "this JWT (jti) was already used")
-        return claims
+        return claims, digest, ttl

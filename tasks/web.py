@@ -19,6 +19,7 @@ patients or any resource content.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -26,12 +27,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cached_property
 from typing import Any, Protocol
 
 import anyio
 import anyio.to_thread
+import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -42,8 +45,15 @@ from integration.cds.notifications import Notification, NotificationError, parse
 from integration.cds.subscriptions import SubscriptionSpec, build_specs, expected_header_value
 from integration.errors import ConfigError
 from integration.fhir.client import FhirClient
-from integration.hook_auth import HookAuthError, HookVerifier, JwksCache, RedisReplayGuard
-from integration.hooks import HookRequestError, HookService, parse_hook_request
+from integration.hook_auth import (
+    REPLAY_PREFIX,
+    HookAuthError,
+    HookVerifier,
+    JwksCache,
+    KeyNotCached,
+    RedisReplayGuard,
+)
+from integration.hooks import HookRequest, HookRequestError, HookService, parse_hook_request
 from integration.push import PushState, is_our_subscription
 from integration.runner import load_settings_tables, make_client
 from integration.settings import Settings
@@ -289,21 +299,34 @@ class Service:
         return 1
 
     # -- CDS Hooks ------------------------------------------------------------------------------------
-    def hook_call(
-        self, service_id: str, authorization: str | None, body: bytes
-    ) -> tuple[bytes, int, dict[str, Any]]:
-        """Verify, parse, decide; the JSON response body, the card count and facts for the log."""
-        self.verifier.verify(authorization, audience=f"{self.base_url}/cds-services/{service_id}")
-        hook = HOOKS[service_id]
+    @cached_property
+    def async_redis(self) -> aioredis.Redis:
+        """For the jti replay guard on the event loop (created inside the running loop)."""
+        return aioredis.Redis.from_url(self.settings.redis_url, decode_responses=True, socket_timeout=5)
+
+    async def verify_hook(self, service_id: str, authorization: str | None) -> dict[str, Any]:
+        """The EHR's JWT, checked on the event loop (a JWKS fetch, when needed, in a thread)."""
+        audience = f"{self.base_url}/cds-services/{service_id}"
+        v = self.verifier
+        try:
+            claims, key, ttl = v.check(authorization, audience, fetch=False)
+        except KeyNotCached:
+            claims, key, ttl = await anyio.to_thread.run_sync(v.check, authorization, audience)
+        if not await self.async_redis.set(f"{REPLAY_PREFIX}:{key}", "1", nx=True, ex=ttl):
+            raise HookAuthError("replayed", "this JWT (jti) was already used")
+        return claims
+
+    def hook_request(self, service_id: str, body: bytes) -> HookRequest:
         try:
             parsed = json.loads(body) if body.strip() else None
         except (ValueError, RecursionError):
             raise HookRequestError(400, "invalid-json", "the request body is not JSON") from None
-        req = parse_hook_request(parsed, hook)
-        if hook == "encounter-discharge":
+        return parse_hook_request(parsed, HOOKS[service_id])
+
+    def hook_call(self, service_id: str, req: HookRequest) -> tuple[bytes, int, dict[str, Any]]:
+        """Decide and present: the JSON response body, the card count and facts for the log."""
+        if req.hook == "encounter-discharge":
             cards, info = self.hooks.discharge(req)
-            if self.settings.cds_writeback:
-                info["queued"] = self.schedule([req.encounter_id], [])["scheduled"]
         else:
             cards, info = self.hooks.patient_view(req)
         for c in cards:
@@ -423,16 +446,28 @@ def create_app(
             note["reason"] = "too-large"
             return cds_error(413, "too-large", f"the request body exceeds {s.serve_max_body_bytes} bytes")
         try:
-            out, n, info = await anyio.to_thread.run_sync(
-                partial(svc.hook_call, service_id, request.headers.get("authorization"), body),
-                limiter=svc.cds_limiter,
-            )
+            await svc.verify_hook(service_id, request.headers.get("authorization"))
+            req = svc.hook_request(service_id, body)
+            if req.access_token is None:
+                # prefetch only: pure CPU work, done on the loop (threads would only contend for the GIL)
+                out, n, info = svc.hook_call(service_id, req)
+            else:  # may read the EHR's FHIR server
+                out, n, info = await anyio.to_thread.run_sync(
+                    svc.hook_call, service_id, req, limiter=svc.cds_limiter
+                )
+            if s.cds_writeback and req.hook == "encounter-discharge":
+                queued = await anyio.to_thread.run_sync(svc.schedule, [req.encounter_id], [])
+                info["queued"] = queued["scheduled"]
         except HookAuthError as e:
             note["reason"] = e.reason
             return cds_error(401, e.reason, e.message)
         except HookRequestError as e:
             note["reason"] = e.reason
             return cds_error(e.status, e.reason, e.message)
+        except (RedisError, DispatchError) as e:
+            note["reason"] = "unavailable"
+            log.error("CDS call could not reach Redis or the broker", extra={"error": type(e).__name__})
+            return cds_error(503, "unavailable", "ptbill's state store is unavailable")
         note["counts"] = {"cards": n, **{k: v for k, v in info.items() if isinstance(v, int)}}
         note["reason"] = info.get("source")
         return Response(out, media_type="application/json")
@@ -499,7 +534,15 @@ def create_app(
             "ptbill serve ready",
             extra={"tables": dict(svc.tables.versions()), "counts": {"subscriptions": len(svc.specs)}},
         )
-        yield
+        # the tables and the rest of start-up never change: keep them out of the cyclic GC's work, which
+        # otherwise walks them on every full collection (latency spikes under load)
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            if "async_redis" in svc.__dict__:
+                await svc.async_redis.aclose()
 
     app = Starlette(
         routes=[

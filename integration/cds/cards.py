@@ -23,6 +23,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Literal
 
 from integration.billing.rules import SOURCES
@@ -84,6 +85,12 @@ class RuleCatalog:
     by_rule: tuple[tuple[str, tuple[str, ...]], ...] = ()
     by_file: tuple[tuple[str, str], ...] = ()  # "kx_thresholds.yaml" -> "kx_thresholds"
 
+    def __post_init__(self) -> None:  # lookups built once (the catalog lives as long as its tables)
+        object.__setattr__(self, "_index", dict(self.by_rule))
+        object.__setattr__(self, "_versions", dict(self.versions))
+        object.__setattr__(self, "_files", dict(self.by_file))
+        object.__setattr__(self, "_memo", {})
+
     @classmethod
     def from_tables(cls, tables: Tables, sources: Mapping[str, str] = SOURCES) -> RuleCatalog:
         by_file = {t.file.rsplit("/", 1)[-1]: t.name for t in tables}
@@ -109,14 +116,21 @@ class RuleCatalog:
 
     def tables_for(self, rule_ids: Iterable[str], source: str | None = None) -> tuple[tuple[str, str], ...]:
         """(table, version) for the rules (and the tables a finding's own source cites), in order."""
-        index = dict(self.by_rule)
-        versions = dict(self.versions)
+        key = (tuple(rule_ids), source)
+        memo: dict[tuple[tuple[str, ...], str | None], tuple[tuple[str, str], ...]] = self._memo  # type: ignore[attr-defined]
+        if key in memo:
+            return memo[key]
+        index: dict[str, tuple[str, ...]] = self._index  # type: ignore[attr-defined]
+        versions: dict[str, str] = self._versions  # type: ignore[attr-defined]
         names: list[str] = []
-        for rid in rule_ids:
+        for rid in key[0]:
             names.extend(index.get(rid, ()))
         if source:
-            names.extend(_cited_tables(source, dict(self.by_file)))
-        return tuple((n, versions[n]) for n in dict.fromkeys(names) if n in versions)
+            names.extend(_cited_tables(source, self._files))  # type: ignore[attr-defined]
+        out = tuple((n, versions[n]) for n in dict.fromkeys(names) if n in versions)
+        if len(memo) < 4096:
+            memo[key] = out
+        return out
 
 
 _YAML_NAME = re.compile(r"([A-Za-z0-9_]+\.yaml)")
@@ -185,9 +199,11 @@ def first_sentence(text: str) -> str:
     return one[: m.start() + 1] if m else one
 
 
+_SOURCE_TEXTS = frozenset(SOURCES.values())
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
 
 
+@lru_cache(maxsize=8192)
 def md(text: str) -> str:
     """Text from a note or a server, safe inside GitHub-flavoured Markdown."""
     return _MD_SPECIAL.sub(r"\\\1", " ".join((text or "").split()))
@@ -206,16 +222,28 @@ def _footer(
     recorded: bool = True,
     engine: str = "",
 ) -> str:
+    return _footer_text(catalog.fingerprint, tuple(rule_ids), tuple(sources), tables, recorded, engine)
+
+
+@lru_cache(maxsize=4096)
+def _footer_text(
+    fingerprint: str,
+    rule_ids: tuple[str, ...],
+    sources: tuple[str, ...],
+    tables: tuple[tuple[str, str], ...],
+    recorded: bool,
+    engine: str,
+) -> str:
     lines = []
     for rid in dict.fromkeys(r for r in rule_ids if r):
         src = SOURCES.get(rid)
         lines.append(f"- Rule `{rid}`" + (f": {md(src)}" if src else ""))
-    for s in dict.fromkeys(s for s in sources if s and s not in SOURCES.values()):
+    for s in dict.fromkeys(s for s in sources if s and s not in _SOURCE_TEXTS):
         lines.append(f"- Source: {md(s)}")
     named = "; ".join(f"{n} {v}" for n, v in tables)
     when = "" if recorded else " (versions loaded now; the resource did not record them)"
     lines.append(
-        f"- Tables: {named + ' - ' if named else ''}table set {catalog.fingerprint}{when}"
+        f"- Tables: {named + ' - ' if named else ''}table set {fingerprint}{when}"
         + (f", engine {engine}" if engine else "")
     )
     return "\n".join(lines)
@@ -577,3 +605,13 @@ def patient_view_cards(
         )
     cards.sort(key=_rank)
     return cards
+
+
+def card_lines(cards: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One printable line per card (CDS Hooks JSON), e.g. for ``ptbill demo``:
+    ``[warning] Attestation needed: ... (ATTEST-59)``."""
+    out = []
+    for c in cards:
+        topic = (c.get("source") or {}).get("topic") or {}
+        out.append(f"[{c.get('indicator')}] {c.get('summary')} ({topic.get('code', '-')})")
+    return out
