@@ -22,6 +22,8 @@ import pytest
 from integration.cds.prefetch import DISCHARGE_PREFETCH, PATIENT_VIEW_PREFETCH
 from integration.fhir.client import FhirClient
 from integration.fhir.writeback import ENCOUNTER_TAG, EXT_MODIFIER, PTBILL_TAG
+from integration.hooks import cards_for_encounter
+from mappings.loader import default_tables
 from tests.integration.serve_support import FakeEhr, ServeProcess, hook_request, run_prefetch
 from tests.integration.support import env_for, ptbill, seed
 
@@ -31,6 +33,7 @@ TAG = f"{PTBILL_TAG}|ptbill"
 OUTPUT_TYPES = ("ChargeItem", "DetectedIssue", "Task", "Flag", "Provenance")
 DISCHARGE = "ptbill-encounter-discharge"
 PATIENT_VIEW = "ptbill-patient-view"
+TABLES = default_tables()
 AUTH = {
     "access_token": "ehr-issued-token",
     "token_type": "Bearer",
@@ -146,7 +149,8 @@ def test_discovery_and_discharge_cards_match_what_the_sync_wrote(cds):
             e["resource"]
             for e in client.search_entries("Encounter", [("status", "finished"), ("_count", "200")])
         ]
-        compared = Counter()
+        compared: Counter[str] = Counter()
+        demo_checked = False
         for enc in encounters[:12]:
             ctx = {"patientId": enc["subject"]["reference"].split("/")[-1], "encounterId": enc["id"]}
             prefetch = run_prefetch(fhir.base_url, services[DISCHARGE]["prefetch"], ctx)
@@ -165,6 +169,11 @@ def test_discovery_and_discharge_cards_match_what_the_sync_wrote(cds):
             assert r2.status_code == 200, r2.text
             assert [c["uuid"] for c in r2.json()["cards"]] == [c["uuid"] for c in cards]
             compared.update(c["indicator"] for c in cards)
+            if not demo_checked:  # the demo's entry point gives the same cards
+                assert [c["uuid"] for c in cards_for_encounter(client, enc["id"], TABLES)] == [
+                    c["uuid"] for c in cards
+                ]
+                demo_checked = True
         assert compared["info"] and compared["warning"]  # lines and findings/attestations seen
         assert written_state(client) == before  # no hook call wrote anything
 

@@ -155,6 +155,9 @@ def test_procedure_edit_is_pushed_and_written(tmp_path, workers, push_env):
             assert again["action"] == "unchanged" and again["id"] == made["id"]
             status = json.loads(ptbill(env, "status", "--json").stdout)
             assert [s["status"] for s in status["push"]["subscriptions"]] == ["active"]
+            text = ptbill(env, "status").stdout
+            assert f"{made['sid']}: active (Subscription/{made['id']}, Procedure?)" in text
+            assert SECRET not in text and SECRET not in json.dumps(status)
 
             state = state_for(env)
             push = PushState(state)
@@ -205,6 +208,12 @@ def test_procedure_edit_is_pushed_and_written(tmp_path, workers, push_env):
             log = srv.log_text()
             for value in (proc["id"], enc["id"], enc["subject"]["reference"]):
                 assert value not in log
+            # the EMR keeps no ptbill Subscription after --delete
+            gone = ptbill(env, "subscribe", "--delete")
+            assert gone.returncode == 0 and json.loads(gone.stdout)["subscriptions"][0]["action"] == "deleted"
+            with FhirClient(fhir.base_url) as client:
+                assert not list(client.search_entries("Subscription", [("url", made["endpoint"])]))
+            assert json.loads(ptbill(env, "status", "--json").stdout)["push"]["subscriptions"] == []
 
 
 def settle(state) -> None:
