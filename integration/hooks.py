@@ -16,7 +16,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from integration.cds.cards import Card, RuleCatalog, decision_cards, patient_view_cards
+from integration.cds.cards import (
+    OPEN_TASK_STATUSES,
+    Card,
+    RuleCatalog,
+    card_uuid,
+    decision_cards,
+    patient_view_cards,
+)
 from integration.cds.discovery import REQUIRED_CONTEXT
 from integration.cds.prefetch import (
     DISCHARGE_PREFETCH,
@@ -44,7 +51,6 @@ log = logging.getLogger("ptbill.hooks")
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-OPEN_TASKS = "draft,requested,received,accepted,ready,in-progress,on-hold"
 
 
 class HookRequestError(PtbillError):
@@ -207,8 +213,6 @@ class HookService:
 
 
 def _partial_card(req: HookRequest, missing: list[str], catalog: RuleCatalog) -> Card:
-    from integration.cds.cards import card_uuid
-
     what = {"episodes": "episode of care (progress report, recertification)", "charges": "prior charges (KX)"}
     parts = ", ".join(what.get(m, m) for m in missing)
     return Card(
@@ -245,7 +249,7 @@ def patient_items(client: FhirClient, patient_id: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for rtype, params in (
         ("Flag", [("patient", patient_id), ("status", "active"), ("_tag", tag)]),
-        ("Task", [("patient", patient_id), ("status", OPEN_TASKS), ("_tag", tag)]),
+        ("Task", [("patient", patient_id), ("status", ",".join(OPEN_TASK_STATUSES)), ("_tag", tag)]),
     ):
         for e in client.search_entries(rtype, params, max_pages=10):
             res = e.get("resource")

@@ -506,8 +506,11 @@ def create_app(
         except NotificationError as e:
             note["reason"] = e.code
             return outcome(e.status, e.code, e.message)
-        except DispatchError:
-            note["reason"] = "broker-unavailable"
+        except (DispatchError, RedisError) as e:
+            note["reason"] = "unavailable"
+            log.error(
+                "notification not scheduled: broker or state store down", extra={"error": type(e).__name__}
+            )
             return outcome(503, "transient", "the task queue is unavailable; retry the notification")
         note["counts"] = counts
         note["reason"] = n.kind

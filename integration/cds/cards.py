@@ -58,9 +58,8 @@ FLAG_INDICATOR: Mapping[str, Indicator] = {
 }
 # The Task that carries a flag's basis (the engine raises both together): flag code prefix -> task code.
 FLAG_TASK = (("KX-", "ATTEST-KX"), ("DOC-PROGRESS-", "DOC-PROGRESS-REPORT"), ("DOC-POC-", "DOC-POC-RECERT"))
-OPEN_TASK_STATUSES = frozenset(
-    {"draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold"}
-)
+# Task statuses that are still open (FHIR R4 task-status before completed/cancelled/failed...).
+OPEN_TASK_STATUSES = ("draft", "requested", "received", "accepted", "ready", "in-progress", "on-hold")
 URGENT_PRIORITIES = frozenset({"urgent", "asap", "stat"})
 
 Kind = Literal["finding", "action", "flag", "line", "task"]

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from integration.cds.cards import OPEN_TASK_STATUSES
 from integration.errors import InputError
 from integration.fhir.extract import group_bundle
 from integration.fhir.writeback import IDENTIFIER_SYSTEM, OWN_STATUS, PTBILL_TAG
@@ -37,8 +38,7 @@ DISCHARGE_PREFETCH: Mapping[str, str] = {
 DISCHARGE_REQUIRED = ("encounter", "procedures", "coverage")
 PATIENT_VIEW_PREFETCH: Mapping[str, str] = {
     "flags": "Flag?patient={{context.patientId}}&status=active&_tag=" + _TAG,
-    "tasks": "Task?patient={{context.patientId}}"
-    "&status=draft,requested,received,accepted,ready,in-progress,on-hold&_tag=" + _TAG,
+    "tasks": "Task?patient={{context.patientId}}&status=" + ",".join(OPEN_TASK_STATUSES) + "&_tag=" + _TAG,
 }
 PATIENT_VIEW_REQUIRED = ("flags", "tasks")
 
