@@ -4,7 +4,7 @@
   ptbill seed --patients N            load a synthetic PT clinic into PTBILL_FHIR_BASE_URL
   ptbill sync [--inline]              one sync run now (through the workers, or in this process)
   ptbill backfill --since --until     re-process a window without moving the watermark
-  ptbill status [--json]              last sync, watermark, counters, dead letters; 1 if failed/dead letters
+  ptbill status [--json]              last sync, watermark, dead letters, Subscriptions; 1 if failing
   ptbill retry-failed                 re-drive dead-lettered encounters
   ptbill classify FILE|-              classify JSONL interventions (stable contract)
   ptbill eval FILE                    accuracy report on labelled JSONL
@@ -493,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
 
     st = sub.add_parser(
-        "status", help="sync status; exits 1 when the last sync failed or encounters are dead-lettered"
+        "status",
+        help="sync status; exits 1 when the last sync failed, encounters are dead-lettered "
+        "or a Subscription is not active",
     )
     st.add_argument("--json", action="store_true")
     st.set_defaults(fn=cmd_status)

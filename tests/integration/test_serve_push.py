@@ -208,8 +208,23 @@ def test_procedure_edit_is_pushed_and_written(tmp_path, workers, push_env):
             log = srv.log_text()
             for value in (proc["id"], enc["id"], enc["subject"]["reference"]):
                 assert value not in log
+            # a rotated secret updates the header; criteria no longer configured are turned off
+            rotated = {**env, "PTBILL_NOTIFY_SECRET": SECRET + "-2"}
+            (upd,) = subscribe(rotated)
+            assert upd["action"] == "updated: header" and upd["id"] == made["id"]
+            with FhirClient(fhir.base_url) as client:
+                assert client.read("Subscription", made["id"])["channel"]["header"] == [
+                    f"Authorization: Bearer {SECRET}-2"
+                ]
+            first = subscribe({**rotated, "PTBILL_SUBSCRIPTIONS": "Encounter?"})
+            assert sorted(r["action"] for r in first) == ["created", "turned off (no longer configured)"]
+            report = subscribe({**rotated, "PTBILL_SUBSCRIPTIONS": "Encounter?"})
+            assert [r["action"] for r in report] == ["unchanged"]
+            with FhirClient(fhir.base_url) as client:
+                assert client.read("Subscription", made["id"])["status"] == "off"
+            ptbill({**rotated, "PTBILL_SUBSCRIPTIONS": "Encounter?"}, "subscribe", "--delete")
             # the EMR keeps no ptbill Subscription after --delete
-            gone = ptbill(env, "subscribe", "--delete")
+            gone = ptbill(rotated, "subscribe", "--delete")
             assert gone.returncode == 0 and json.loads(gone.stdout)["subscriptions"][0]["action"] == "deleted"
             with FhirClient(fhir.base_url) as client:
                 assert not list(client.search_entries("Subscription", [("url", made["endpoint"])]))
