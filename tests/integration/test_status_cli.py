@@ -20,6 +20,7 @@ from tests.integration.support import env_for, ptbill, seed, send_sync, state_fo
 pytestmark = pytest.mark.integration
 
 
+
 def status_json(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
     p = ptbill(env, "status", "--json")
     return p.returncode, json.loads(p.stdout)
