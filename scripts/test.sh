@@ -4,7 +4,8 @@
 # 2. makes sure a Redis answers: PTBILL_TEST_REDIS_URL if set, else 127.0.0.1:6379 (db 15), else starts a
 #    throw-away redis-server on a free port (installing Debian's redis-server when it is missing and we are root),
 #    else stops with a clear message;
-# 3. runs ruff, mypy and pytest (all three layers: pure, client, integration). Extra args go to pytest.
+# 3. installs the Medplum test server's Node packages (npm ci, when needed);
+# 4. runs ruff, mypy and pytest (all three layers: pure, client, integration). Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -46,6 +47,19 @@ else
   redis_ok "redis://127.0.0.1:$PORT/0" || { echo "test.sh: redis-server did not start" >&2; exit 2; }
   export PTBILL_TEST_REDIS_URL="redis://127.0.0.1:$PORT/0"
   echo "test.sh: started redis-server on port $PORT for the tests" >&2
+fi
+
+# the Medplum test server's Node packages (tests/servers/medplum): npm ci when node_modules is missing or
+#    older than the lockfile.
+MEDPLUM_DIR=tests/servers/medplum
+if [ ! -f "$MEDPLUM_DIR/node_modules/.package-lock.json" ] \
+   || [ "$MEDPLUM_DIR/package-lock.json" -nt "$MEDPLUM_DIR/node_modules/.package-lock.json" ]; then
+  if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+    echo "test.sh: node and npm are needed for the Medplum test server ($MEDPLUM_DIR): install Node 20+ with npm." >&2
+    exit 2
+  fi
+  echo "test.sh: installing the Medplum test server's packages (npm ci in $MEDPLUM_DIR)" >&2
+  (cd "$MEDPLUM_DIR" && npm ci --no-audit --no-fund --loglevel=error) >&2
 fi
 
 .venv/bin/ruff check integration tasks mappings tests bench
