@@ -144,7 +144,10 @@ export function parseOptions(argv, env = process.env) {
   const opts = { ...COMMON, ...PROFILES[profile], ...given, profile };
   if (!opts.basePath.startsWith('/')) opts.basePath = '/' + opts.basePath;
   opts.basePath = opts.basePath.replace(/\/+$/, '');
-  if (opts.defaultCount > opts.maxCount) throw new UsageError('--default-count may not exceed --max-count');
+  if (opts.defaultCount > opts.maxCount) {
+    if (given.defaultCount !== undefined) throw new UsageError('--default-count may not exceed --max-count');
+    opts.defaultCount = opts.maxCount;
+  }
   return opts;
 }
 

@@ -74,9 +74,11 @@ function parseTokenAlternatives(raw) {
   return splitUnescaped(raw, ',').map((alt) => {
     const bar = splitUnescaped(alt, '|');
     if (bar.length === 1) return { code: unescapeValue(alt) };
-    const system = unescapeValue(bar[0]);
-    const code = unescapeValue(bar.slice(1).join('|'));
-    return { system, code };
+    // More than one unescaped "|" is not [system]|[code]: it matches nothing (a "|" inside a value must be
+    // sent as "\|"). Medplum reads such a value as system|code and ignores the rest, which no value matches
+    // either when the "|" was meant to be part of it.
+    if (bar.length > 2) return { invalid: true };
+    return { system: unescapeValue(bar[0]), code: unescapeValue(bar[1]) };
   });
 }
 
@@ -98,6 +100,7 @@ function tokensOf(typed) {
 }
 
 function tokenMatches(token, alt) {
+  if (alt.invalid) return false;
   if (alt.system === undefined) return alt.code !== '' && token.code === alt.code;
   if (alt.system === '') return !token.system && token.code === alt.code;
   if (token.system !== alt.system) return false;
