@@ -205,6 +205,19 @@ def test_lenient_allows_client_ids_and_create_by_put(medplum_server: MedplumServ
     assert r.headers["Location"].endswith(f"/Patient/ptb-0123abcd/_history/{r.json()['meta']['versionId']}")
     again = api.req("PUT", "Patient/ptb-0123abcd", {**patient("l1"), "id": "ptb-0123abcd", "active": True})
     assert again.status_code == 200 and again.json()["meta"]["versionId"] != r.json()["meta"]["versionId"]
+    # inside a batch too: 201 for the PUT that created, 200 for the one that updated
+    entries = [
+        {
+            "resource": {**patient("l2"), "id": "ptb-new"},
+            "request": {"method": "PUT", "url": "Patient/ptb-new"},
+        },
+        {
+            "resource": {**patient("l1"), "id": "ptb-0123abcd"},
+            "request": {"method": "PUT", "url": "Patient/ptb-0123abcd"},
+        },
+    ]
+    answer = api.bundle("batch", entries).json()
+    assert [e["response"]["status"] for e in answer["entry"]] == ["201", "200"]
 
 
 # --- validation ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 // repository has no isolation of its own).
 import {
   badRequest,
+  created,
   getStatus,
   isOk,
   multipleMatches,
@@ -353,12 +354,20 @@ export class FhirHttpServer {
     });
   }
 
-  /** Searches inside a batch get the same links, includes and total policy as direct ones. */
+  /**
+   * Searches inside a batch get the same links, includes and total policy as direct ones; a PUT that
+   * created its resource (update-as-create, lenient) answers 201 as a direct PUT does (the router says 200).
+   */
   async finishEntries(response, sent, baseUrl) {
     const out = response.entry ?? [];
     for (let i = 0; i < out.length; i++) {
       const res = out[i]?.resource;
       const req = sent[i];
+      if (req?.method === 'PUT' && out[i]?.response?.status === '200' && isResourceWithVersion(res)) {
+        if (this.repo.isFirstVersion(res.resourceType, res.id, res.meta.versionId)) {
+          out[i].response = { ...out[i].response, status: '201', outcome: created };
+        }
+      }
       if (req?.method !== 'GET' || res?.resourceType !== 'Bundle' || res.type !== 'searchset') continue;
       const [path, query = ''] = String(req.url).split('?');
       const type = path.split('/').filter(Boolean)[0];
