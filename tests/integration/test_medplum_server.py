@@ -140,6 +140,50 @@ def test_types_flag_limits_what_is_served_and_declared(medplum_server: MedplumSe
     assert api.req("GET", "Patient").status_code == 200
 
 
+SWITCHED_OFF = {
+    "profile": "rules-tx",
+    "without": ["conditional-update", "versioned-update", "batch"],
+    "without_search_params": ["DetectedIssue.identifier"],
+}
+
+
+@pytest.mark.parametrize("medplum_server", [SWITCHED_OFF], indirect=True)
+def test_features_switched_off_are_declared_absent_and_refused(medplum_server: MedplumServer) -> None:
+    api = Api(medplum_server)
+    rest = api.req("GET", "metadata").json()["rest"][0]
+    di = next(r for r in rest["resource"] if r["type"] == "DetectedIssue")
+    assert (
+        di["conditionalUpdate"] is False
+        and di["versioning"] == "versioned"
+        and di["conditionalCreate"] is True
+    )
+    assert "identifier" not in {p["name"] for p in di["searchParam"]}
+    assert {i["code"] for i in rest["interaction"]} == {"transaction"}
+    made = api.create(patient("off"))
+    refused = [
+        api.req("PUT", f"Patient?{identifier_condition(SYS, 'off')}", patient("off")),
+        api.req(
+            "PUT", f"Patient/{made['id']}", made, headers={"If-Match": f'W/"{made["meta"]["versionId"]}"'}
+        ),
+        api.req("GET", "DetectedIssue", params={"identifier": f"{SYS}|x"}),
+        api.bundle("batch", [{"request": {"method": "GET", "url": "Patient"}}]),
+        api.bundle(
+            "transaction",
+            [
+                {
+                    "resource": patient("off"),
+                    "request": {"method": "PUT", "url": f"Patient?{identifier_condition(SYS, 'off')}"},
+                }
+            ],
+        ),
+    ]
+    for r in refused:
+        assert r.status_code == 400, (r.request.method, r.url, r.text)
+        assert r.json()["resourceType"] == "OperationOutcome"
+    assert api.req("PUT", f"Patient/{made['id']}", {**made, "active": True}).status_code == 200
+    assert api.req("GET", "DetectedIssue", params={"patient": "Patient/x"}).status_code == 200
+
+
 def test_every_response_has_a_date_header(medplum_server: MedplumServer) -> None:
     api = Api(medplum_server)
     created = api.create(patient("d1"))

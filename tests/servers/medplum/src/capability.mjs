@@ -18,6 +18,7 @@ function transactionDoc(opts) {
 
 export function capabilityStatement(opts, types, baseUrl, software) {
   const served = new Set(types);
+  const without = new Set(opts.without);
   // every reference parameter pointing at each type, for searchRevInclude
   const revIncludes = new Map();
   for (const source of types) {
@@ -36,12 +37,12 @@ export function capabilityStatement(opts, types, baseUrl, software) {
       type,
       profile: `http://hl7.org/fhir/StructureDefinition/${type}`,
       interaction: TYPE_INTERACTIONS.map((code) => ({ code })),
-      versioning: 'versioned-update',
+      versioning: without.has('versioned-update') ? 'versioned' : 'versioned-update',
       readHistory: true,
       updateCreate: opts.updateCreate,
-      conditionalCreate: true,
+      conditionalCreate: !without.has('conditional-create'),
       conditionalRead: 'not-supported',
-      conditionalUpdate: true,
+      conditionalUpdate: !without.has('conditional-update'),
       conditionalDelete: 'single',
       referencePolicy: ['literal', 'local'],
       searchInclude: params.filter((sp) => sp.type === 'reference').map((sp) => `${type}:${sp.code}`),
@@ -87,12 +88,15 @@ export function capabilityStatement(opts, types, baseUrl, software) {
           `Paging by next links (_offset); _count default ${opts.defaultCount}, at most ${opts.maxCount}.`,
           totalRule,
           'Result parameters: _count, _offset, _sort, _summary=count, _total, _elements, _include, _revinclude (:iterate).',
-          `Transactions: ${transactionDoc(opts)}`,
+          `Transactions: ${without.has('transaction') ? 'refused (400).' : transactionDoc(opts)}`,
+          ...(without.size ? [`Switched off: ${[...without].join(', ')}.`] : []),
         ].join(' '),
         resource,
         interaction: [
-          ...(opts.transactions === 'atomic' ? [{ code: 'transaction', documentation: transactionDoc(opts) }] : []),
-          { code: 'batch' },
+          ...(opts.transactions === 'atomic' && !without.has('transaction')
+            ? [{ code: 'transaction', documentation: transactionDoc(opts) }]
+            : []),
+          ...(without.has('batch') ? [] : [{ code: 'batch' }]),
         ],
       },
     ],

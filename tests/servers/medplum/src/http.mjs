@@ -178,6 +178,11 @@ export class FhirHttpServer {
     else delete headers['if-match'];
 
     if (method === 'POST' && segments.length === 0) return this.postBundle(body, baseUrl);
+    this.refuseSwitchedOff({
+      ifNoneExist: method === 'POST' && req.headers['if-none-exist'] !== undefined,
+      conditionalUpdate: method === 'PUT' && segments.length === 1 && url.search !== '',
+      ifMatch: ifMatch !== undefined,
+    });
 
     let routeUrl = rel + url.search;
     let searchPairs = [...url.searchParams];
@@ -230,6 +235,17 @@ export class FhirHttpServer {
     return { status, body: out, headers: respHeaders };
   }
 
+  /** 400 for a request using a feature switched off by --without (the metadata says it is absent). */
+  refuseSwitchedOff({ ifNoneExist, conditionalUpdate, ifMatch }, where) {
+    const without = new Set(this.opts.without);
+    const refuse = (what) => {
+      throw new HttpError(400, outcomeOf('not-supported', `${what} is not supported by this server`, where));
+    };
+    if (ifNoneExist && without.has('conditional-create')) refuse('Conditional create (If-None-Exist)');
+    if (conditionalUpdate && without.has('conditional-update')) refuse('Conditional update (PUT Type?search)');
+    if (ifMatch && without.has('versioned-update')) refuse('Versioned update (If-Match)');
+  }
+
   route(method, url, body, headers, transactions) {
     const request = {
       method,
@@ -273,6 +289,21 @@ export class FhirHttpServer {
     if (body.type !== 'batch' && body.type !== 'transaction') {
       throw new HttpError(400, outcomeOf('invalid', `Unrecognized bundle type: ${body.type}`));
     }
+    const without = new Set(this.opts.without);
+    if (without.has(body.type)) {
+      throw new HttpError(400, outcomeOf('not-supported', `${body.type} Bundles are not supported by this server`));
+    }
+    (body.entry ?? []).forEach((e, i) => {
+      const r = e?.request ?? {};
+      this.refuseSwitchedOff(
+        {
+          ifNoneExist: r.method === 'POST' && r.ifNoneExist !== undefined,
+          conditionalUpdate: r.method === 'PUT' && String(r.url ?? '').includes('?'),
+          ifMatch: r.ifMatch !== undefined,
+        },
+        `Bundle.entry[${i}]`
+      );
+    });
     const sent = (body.entry ?? []).map((e) => ({ method: e?.request?.method, url: e?.request?.url }));
     let answer;
     if (body.type === 'transaction' && this.opts.transactions === 'atomic') {

@@ -7,7 +7,7 @@ import { createServer } from 'node:http';
 import { FhirHttpServer } from './http.mjs';
 import { HELP, parseOptions, UsageError } from './options.mjs';
 import { TestRepository } from './repo.mjs';
-import { loadSchema } from './schema.mjs';
+import { disableSearchParams, loadSchema } from './schema.mjs';
 
 function version(pkg) {
   const url = new URL(`../node_modules/${pkg}/package.json`, import.meta.url);
@@ -30,6 +30,7 @@ function main() {
     return;
   }
   const { resourceTypes } = loadSchema();
+  disableSearchParams(opts.withoutSearchParams);
   let types = resourceTypes;
   if (opts.types) {
     const unknown = opts.types.filter((t) => !resourceTypes.includes(t));

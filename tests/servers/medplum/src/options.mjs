@@ -44,8 +44,13 @@ const COMMON = {
   checkReferences: false,
   skipUnchanged: false,
   types: null, // null: every FHIR R4 resource type
+  without: [], // features switched off (WITHOUT_FEATURES), for tests of clients that must refuse such servers
+  withoutSearchParams: [], // Type.code search parameters switched off
   log: false,
 };
+
+/** Features ``--without`` can switch off; metadata then says so and requests using them are refused. */
+export const WITHOUT_FEATURES = ['conditional-create', 'conditional-update', 'versioned-update', 'batch', 'transaction'];
 
 /** flag name -> [option key, kind, allowed values] */
 const FLAGS = {
@@ -66,6 +71,8 @@ const FLAGS = {
   'check-references': ['checkReferences', 'bool'],
   'skip-unchanged': ['skipUnchanged', 'bool'],
   types: ['types', 'list'],
+  without: ['without', 'list'],
+  'without-search-params': ['withoutSearchParams', 'list'],
   log: ['log', 'bool'],
 };
 
@@ -142,6 +149,16 @@ export function parseOptions(argv, env = process.env) {
   }
   const profile = given.profile ?? 'rules';
   const opts = { ...COMMON, ...PROFILES[profile], ...given, profile };
+  for (const f of opts.without) {
+    if (!WITHOUT_FEATURES.includes(f)) {
+      throw new UsageError(`--without takes ${WITHOUT_FEATURES.join(', ')}; got "${f}"`);
+    }
+  }
+  for (const sp of opts.withoutSearchParams) {
+    if (!/^[A-Z][A-Za-z]+\.[A-Za-z_][A-Za-z0-9_-]*$/.test(sp)) {
+      throw new UsageError(`--without-search-params takes Type.code names; got "${sp}"`);
+    }
+  }
   if (!opts.basePath.startsWith('/')) opts.basePath = '/' + opts.basePath;
   opts.basePath = opts.basePath.replace(/\/+$/, '');
   if (opts.defaultCount > opts.maxCount) {
@@ -173,5 +190,8 @@ with Medplum's strict StructureDefinition validator on every write. See README.m
   --[no-]check-references         refuse writes whose relative references do not resolve, or that keep a urn:uuid
   --[no-]skip-unchanged           an update identical to the current version makes no new version (as Medplum's server)
   --types A,B,...                 serve only these resource types (default: every R4 resource type)
+  --without F,...                 switch features off: conditional-create, conditional-update, versioned-update,
+                                  batch, transaction (metadata says so; requests using them are refused)
+  --without-search-params T.c,... switch search parameters off (e.g. DetectedIssue.identifier)
   --[no-]log                      one line per request on stderr
 `;

@@ -11,6 +11,17 @@ export const SUPPORTED_PARAM_TYPES = new Set(['token', 'reference', 'date', 'str
 /** Names never advertised: Medplum-internal (``_compartment`` needs Medplum's compartment bookkeeping). */
 const HIDDEN_PARAMS = new Set(['_compartment']);
 
+/** ``Type.code`` search parameters switched off by --without-search-params. */
+const disabled = new Set();
+
+export function disableSearchParams(names) {
+  for (const n of names) disabled.add(n);
+}
+
+export function isDisabledParam(resourceType, code) {
+  return disabled.has(`${resourceType}.${code}`);
+}
+
 let loaded = null;
 
 export function loadSchema() {
@@ -36,7 +47,9 @@ export function searchParamsOf(resourceType) {
 export function supportedSearchParams(resourceType) {
   const out = [];
   for (const [code, sp] of Object.entries(searchParamsOf(resourceType))) {
-    if (SUPPORTED_PARAM_TYPES.has(sp.type) && !HIDDEN_PARAMS.has(code)) out.push(sp);
+    if (SUPPORTED_PARAM_TYPES.has(sp.type) && !HIDDEN_PARAMS.has(code) && !isDisabledParam(resourceType, code)) {
+      out.push(sp);
+    }
   }
   return out.sort((a, b) => (a.code < b.code ? -1 : a.code > b.code ? 1 : 0));
 }

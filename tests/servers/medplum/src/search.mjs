@@ -14,7 +14,7 @@ import {
   parseFhirPath,
   toTypedValue,
 } from '@medplum/core';
-import { searchParamsOf, SUPPORTED_PARAM_TYPES } from './schema.mjs';
+import { isDisabledParam, searchParamsOf, SUPPORTED_PARAM_TYPES } from './schema.mjs';
 
 const SUBSETTED = { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED' };
 const MAX_INCLUDE_DEPTH = 5;
@@ -146,7 +146,7 @@ const REFERENCE_OPERATORS = new Set([Operator.EQUALS, Operator.NOT_EQUALS, Opera
 /** The search parameter of a filter, or a 400 naming what this server does not support. */
 export function checkedParam(resourceType, code, operator) {
   const sp = searchParamsOf(resourceType)[code];
-  if (!sp || code === '_compartment') {
+  if (!sp || code === '_compartment' || isDisabledParam(resourceType, code)) {
     throw new OperationOutcomeError(badRequest(`Unknown search parameter: ${code}`, code));
   }
   if (!SUPPORTED_PARAM_TYPES.has(sp.type)) {
