@@ -104,6 +104,7 @@ class MedplumServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.port = 0
+        self._log_start = 0
 
     @property
     def base_url(self) -> str:
@@ -121,6 +122,9 @@ class MedplumServer:
         if reason:
             raise MedplumStartError(reason)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.url, self.port = "", 0
+        # the log is appended to: look for the ready line only in what this start writes
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -149,7 +153,7 @@ class MedplumServer:
                     f"{self.log_tail()}"
                 )
             if not self.url:
-                m = _READY.search(self._log_text())
+                m = _READY.search(self._log_text(self._log_start))
                 if m:
                     self.url, self.port = m.group(1), int(m.group(2))
             if self.url and self._metadata_answers():
@@ -181,9 +185,11 @@ class MedplumServer:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
 
-    def _log_text(self) -> str:
+    def _log_text(self, start: int = 0) -> str:
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(self.log_path, "rb") as f:
+                f.seek(start)
+                return f.read().decode(errors="replace")
         except OSError:
             return ""
 

@@ -678,6 +678,10 @@ def test_check_references_refuses_dangling_references(medplum_server: MedplumSer
     assert r.status_code == 400 and "Unresolved reference" in outcome_text(r.json())
     r = api.req("POST", "Flag", {**dangling, "subject": {"reference": f"Patient/{uuid.uuid4()}"}})
     assert r.status_code == 400
+    r = api.req(
+        "POST", "Flag", {**dangling, "subject": {"reference": f"Patient?{identifier_condition(SYS, 'x')}"}}
+    )
+    assert r.status_code == 400 and "Unresolved reference" in outcome_text(r.json())
     pat = api.create(patient("ref"))
     api.create({**dangling, "subject": {"reference": f"Patient/{pat['id']}"}})
 

@@ -157,8 +157,10 @@ export class TestRepository extends MemoryRepository {
 
   _checkReferences(resource) {
     for (const ref of referencesIn(resource)) {
-      if (ref.startsWith('urn:uuid:') || ref.startsWith('urn:oid:')) {
-        throw new OperationOutcomeError(badRequest(`Unresolved reference ${ref}`));
+      if (ref.startsWith('urn:uuid:') || ref.startsWith('urn:oid:') || /^[A-Z][A-Za-z]+\?/.test(ref)) {
+        // a bundle-local urn the transaction did not resolve, or a conditional reference (which Medplum's
+        // router leaves as it is)
+        throw new OperationOutcomeError(badRequest(`Unresolved reference ${ref.split('?')[0]}${ref.includes('?') ? '?...' : ''}`));
       }
       const m = LOCAL_REFERENCE.exec(ref);
       if (m && !this.peek(m[1], m[2]) && !(m[1] === resource.resourceType && m[2] === resource.id)) {
