@@ -4,10 +4,12 @@ must be consistent" (MBPM ch. 15 §220.3).
 Data: the documented total timed minutes and total treatment minutes of the encounter (ptbill extensions
 or Encounter.length), the ``unit_rule`` and ``kind`` of the payer profile.
 
+Units are compared with the total under the CMS rule when the timed lines are of one discipline (units
+are pooled per discipline; one encounter total cannot check several pools -- then the minutes are).
 One discrepancy, one finding: when the minutes per intervention disagree with the documented total AND
 the units differ, the unit finding says both; the plain minutes mismatch is reported only when the units
-agree. The per-intervention minutes compared are the documented ones (an overlap of periods is the
-time-accounting step's finding, not repeated here).
+agree. A documented total equal to either the per-intervention minutes as documented or as counted (overlaps
+removed, the time-accounting step's finding) is consistent with the billing.
 """
 
 from __future__ import annotations
@@ -35,15 +37,20 @@ def apply(ctx: BillingContext) -> None:
     facts = ctx.facts
     timed_items = [it for it in ctx.items if it.timed]
     per_item = sum(it.documented_minutes or 0 for it in timed_items if not it.allocated)
+    counted = sum(it.minutes or 0 for it in timed_items if not it.allocated)
     all_known = all(it.documented_minutes is not None and not it.allocated for it in timed_items)
     timed_units = sum(ln.units for ln in ctx.lines if ln.timed)
     tt = facts.documented_total_timed_minutes
     tx = facts.documented_total_treatment_minutes
     if tt is not None:
-        mismatch = bool(timed_items) and all_known and per_item != tt
+        # a total matching the minutes as counted (overlaps removed) is consistent with the billing
+        mismatch = bool(timed_items) and all_known and tt not in (per_item, counted)
         said = f" (the per-intervention timed minutes add up to {per_item})" if mismatch else ""
         unit_finding = False
-        if prof.unit_rule == "CMS":
+        # Units are pooled per discipline (plan of care); one encounter total cannot check several pools,
+        # so with timed lines of more than one discipline only the minutes are compared.
+        pools = len({ln.discipline for ln in ctx.lines if ln.timed})
+        if prof.unit_rule == "CMS" and pools <= 1:
             supported = cms_total_units(tt)
             if timed_units > supported:
                 unit_finding = True
@@ -94,7 +101,7 @@ def apply(ctx: BillingContext) -> None:
             RULE_TOTALS,
         )
     if tx is not None:
-        timed_sum = tt if tt is not None else per_item
+        timed_sum = tt if tt is not None else counted
         if timed_sum + ctx.untimed_minutes > tx:
             ctx.finding(
                 F_TREATMENT_MISMATCH,
