@@ -15,7 +15,8 @@ from integration.model import Modifier
 RULE_GP = Rule(
     "MOD-GP",
     "MCPM ch. 5 §20.1; CR 10176: GP/GO/GN on every always-therapy code; sometimes-therapy codes under a "
-    "therapy plan of care (billing-rules.md §4.1)",
+    "therapy plan of care (billing-rules.md §4.1); mappings/billing/discipline_roles.yaml, "
+    "discipline_modifiers.yaml, mappings/core/billable_codes.yaml (disciplines, therapy_list)",
 )
 
 

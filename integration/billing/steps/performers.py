@@ -17,14 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from integration.billing.context import BillingContext, Item, Rule
+from integration.billing.steps.discipline_modifiers import RULE_GP
 from integration.model import Coding
 from mappings.schemas.core import Discipline
 
-RULE_DISCIPLINE = Rule(
-    "MOD-GP",
-    "MCPM ch. 5 §20.1; CR 10176: GP/GO/GN on every always-therapy code (billing-rules.md §4.1); "
-    "mappings/billing/discipline_roles.yaml, mappings/core/billable_codes.yaml disciplines",
-)
+RULE_DISCIPLINE = RULE_GP  # the plan of care decides GP/GO/GN: one rule, owned by discipline_modifiers
 RULE_PERFORMER = Rule(
     "DOC-PERFORMER",
     "MBPM ch. 15 §220.3: identify each person who contributed; CQ/CO need PT vs PTA minutes "
