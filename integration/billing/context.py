@@ -74,9 +74,10 @@ class Item:
     cat: BillableCode  # the code's catalogue row (replaced when a payer rule substitutes the code)
     documented_minutes: int | None  # the Procedure's performed minutes, or the share's minutes
     minutes: int | None  # minutes counted for billing (after time accounting and allocation)
+    # The plan of care: the code table's first discipline until the performers step reads the performer's.
+    discipline: Discipline
     share: int | None = None  # index in Classification.shares; None: the whole intervention
     allocated: bool = False  # minutes allocated from the documented total, not documented per item
-    discipline: Discipline = "PT"  # set by the performers step (from the performer, else the code table)
     discipline_known: bool = False  # read from the performer (not assumed from the code table)
     role: Role = "unknown"  # set by the performers step
 

@@ -312,6 +312,8 @@ def test_shares_become_one_line_per_code(tables: Tables):
     assert lines(r) == [("97110", 2, ("GP",)), ("97116", 1, ("GP",))]
     assert {ln.procedure_ids for ln in r.lines} == {("m",)}
     assert minutes_by_code(r) == {"97110": 20, "97116": 20}
+    (ev,) = [e.value for ln in r.lines if ln.code == "97116" for e in ln.evidence if "mixed entry" in e.value]
+    assert "Procedure m: 20 min documented, documented items 2" in ev
 
 
 def test_empty_shares_bill_the_classification_code_and_procedure_minutes(tables: Tables):

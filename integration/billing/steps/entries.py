@@ -10,8 +10,14 @@
 
 from __future__ import annotations
 
-from integration.billing.context import BillingContext, Entry
+from integration.billing.context import BillingContext, Entry, Rule
 from integration.model import UNSUPPORTED
+
+RULE_SHARES = Rule(
+    "MIXED-ENTRY-SHARES",
+    "One billing line per code documented with its own minutes in a mixed entry (classification issue; "
+    "MBPM ch. 15 §220.3: each intervention identified and billed as documented)",
+)
 
 SKIP_UNSUPPORTED = "unsupported-classification"
 

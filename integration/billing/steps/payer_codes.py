@@ -81,4 +81,4 @@ def _item(ctx: BillingContext, entry: Entry) -> Item | None:
             code,
         )
         return None
-    return Item(entry.ci, code, cat, entry.minutes, entry.minutes, share=entry.share)
+    return Item(entry.ci, code, cat, entry.minutes, entry.minutes, cat.disciplines[0], share=entry.share)

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from integration.billing.context import BillingContext, Item, Line, Rule
+from integration.billing.steps.entries import RULE_SHARES
 from integration.billing.steps.minutes import RULE_ALLOCATED
 from integration.billing.units import TIE_BREAK, allocate
 from integration.model import Evidence
@@ -76,7 +77,9 @@ def _timed(ctx: BillingContext, disc: Discipline, group: list[Item]) -> None:
             ev.append(
                 Evidence("rule", "minutes partly allocated from the documented total", RULE_ALLOCATED.id)
             )
-        line = Line(code, units, disc, True, minutes[code], members, prof.unit_rule, evidence=ev)
+        line = Line(
+            code, units, disc, True, minutes[code], members, prof.unit_rule, evidence=ev + _shares(members)
+        )
         line.rule_ids += [rule.id, RULE_ONE_LINE.id]
         ctx.lines.append(line)
     if zero:
@@ -102,7 +105,8 @@ def _untimed(ctx: BillingContext, disc: Discipline, members: list[Item]) -> None
         f"{code} is untimed: 1 unit per session; its minutes count toward total treatment time only",
         RULE_UNTIMED.id,
     )
-    line = Line(code, 1, disc, False, sum(known) if known else None, members, "untimed", evidence=[ev])
+    minutes = sum(known) if known else None
+    line = Line(code, 1, disc, False, minutes, members, "untimed", evidence=[ev, *_shares(members)])
     line.rule_ids.append(RULE_UNTIMED.id)
     ctx.lines.append(line)
     if len(members) > 1:
@@ -115,3 +119,26 @@ def _untimed(ctx: BillingContext, disc: Discipline, members: list[Item]) -> None
             tuple(dict.fromkeys(it.pid for it in members)),
             code,
         )
+
+
+def _shares(members: list[Item]) -> list[Evidence]:
+    """Where a line's minutes come from a mixed entry: the Procedure, the share's minutes and its items."""
+    out: list[Evidence] = []
+    for it in members:
+        if it.share is None:
+            continue
+        share = it.ci.classification.shares[it.share]
+        items = (
+            f", documented items {', '.join(str(i) for i in share.item_indexes)}"
+            if share.item_indexes
+            else ""
+        )
+        out.append(
+            Evidence(
+                "field",
+                f"{share.code} share of mixed entry Procedure {it.pid}: {share.minutes} min documented{items}"
+                + (f", {it.minutes} min counted" if it.minutes != share.minutes else ""),
+                RULE_SHARES.id,
+            )
+        )
+    return out
