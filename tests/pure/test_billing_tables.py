@@ -218,3 +218,14 @@ def test_engine_raises_instead_of_falling_back(tables: Tables):
 def test_billing_rules_are_cached_per_tables_and_date(tables: Tables):
     assert BillingRules.as_of(tables, DOS) is BillingRules.as_of(tables, DOS)
     assert BillingRules.as_of(tables, DOS) is not BillingRules.as_of(tables, date(2026, 3, 3))
+
+
+def test_schemas_never_import_the_loader():
+    """The loader <- schemas direction only: row models import mappings.tables, never mappings.loader."""
+    import ast
+
+    for path in [*sorted((MAPPINGS_DIR / "schemas").glob("*.py")), MAPPINGS_DIR / "tables.py"]:
+        tree = ast.parse(path.read_text())
+        mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert "mappings.loader" not in mods, path
