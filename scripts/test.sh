@@ -63,6 +63,6 @@ if [ ! -f "$MEDPLUM_DIR/node_modules/.package-lock.json" ] \
 fi
 
 .venv/bin/ruff check integration tasks mappings tests bench
-.venv/bin/mypy
+.venv/bin/mypy  # strict on integration.billing and mappings: [[tool.mypy.overrides]] in pyproject.toml
 .venv/bin/ptbill mappings check >/dev/null
 .venv/bin/python -m pytest -q "$@"
