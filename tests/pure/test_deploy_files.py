@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import yaml
@@ -15,12 +14,9 @@ def compose() -> dict:
 
 
 def known_settings() -> set[str]:
-    text = (ROOT / "integration" / "settings.py").read_text()
-    names = set(re.findall(r'"(PTBILL_[A-Z_]+)"', text))
-    # secrets readable from files: PTBILL_X and PTBILL_X_FILE
-    for secret in re.findall(r'_read_secret\(e, "(PTBILL_[A-Z_]+)"\)', text):
-        names |= {secret, secret + "_FILE"}
-    return names
+    from integration.settings import Settings
+
+    return set(Settings.known_variables())
 
 
 def test_services_present_with_healthchecks():
