@@ -13,6 +13,12 @@ PURE = [
     "integration/decide.py",
     "integration/fhir/extract.py",
     "integration/fhir/writeback.py",
+    "integration/review/model.py",
+    "integration/review/lookup.py",
+    "integration/review/summary.py",
+    "integration/review/text.py",
+    "integration/review/html.py",
+    "integration/review/csv_lines.py",
 ]
 PURE_DIRS = ["integration/classify", "integration/billing"]
 
