@@ -4,7 +4,9 @@
 # 2. makes sure a Redis answers: PTBILL_TEST_REDIS_URL if set, else 127.0.0.1:6379 (db 15), else starts a
 #    throw-away redis-server on a free port (installing Debian's redis-server when it is missing and we are root),
 #    else stops with a clear message;
-# 3. runs ruff, mypy and pytest (all three layers: pure, client, integration). Extra args go to pytest.
+# 3. makes sure Debian's chromium is there for the HTML report rendering test (installs it when missing and
+#    we are root; otherwise that test is skipped with a message);
+# 4. runs ruff, mypy and pytest (all three layers: pure, client, integration). Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -46,6 +48,16 @@ else
   redis_ok "redis://127.0.0.1:$PORT/0" || { echo "test.sh: redis-server did not start" >&2; exit 2; }
   export PTBILL_TEST_REDIS_URL="redis://127.0.0.1:$PORT/0"
   echo "test.sh: started redis-server on port $PORT for the tests" >&2
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: chromium not found; installing Debian's chromium (headless HTML report test)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+      || echo "test.sh: could not install chromium; the HTML rendering test will be skipped" >&2
+  else
+    echo "test.sh: chromium not found (apt-get install chromium); the HTML rendering test will be skipped" >&2
+  fi
 fi
 
 .venv/bin/ruff check integration tasks mappings tests bench

@@ -555,7 +555,7 @@ def cmd_retry_failed(a: argparse.Namespace) -> int:
 def cmd_doctor(a: argparse.Namespace) -> int:
     from tasks.doctor import main as doctor_main
 
-    return doctor_main(os.environ, as_json=a.json, workers=not a.no_workers)
+    return doctor_main(os.environ, as_json=a.json, workers=not a.no_workers, wait=a.wait)
 
 
 def _reader(s: Any) -> tuple[Any, Any]:
@@ -749,6 +749,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doc.add_argument("--json", action="store_true", help="print the checks as JSON")
     doc.add_argument("--no-workers", action="store_true", help="skip the worker check (no workers expected)")
+    doc.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="repeat the checks until all pass or SECONDS have passed (a start-up wait, e.g. in compose)",
+    )
     doc.set_defaults(fn=cmd_doctor)
 
     sh = sub.add_parser(

@@ -10,6 +10,7 @@
 7. mappings: the tables actually in use (PTBILL_MAPPINGS_DIR or the shipped ones) pass the strict check.
 
 Exit status 1 when anything FAILs. Checks that need something that failed before are SKIPped.
+``--wait SECONDS`` repeats the checks until all pass (a start-up wait for docker compose).
 """
 
 from __future__ import annotations
@@ -216,12 +217,30 @@ def _clip(v: object, width: int = 70) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def main(env: Mapping[str, str], *, as_json: bool, workers: bool, out: IO[str] = sys.stdout) -> int:
+def main(
+    env: Mapping[str, str],
+    *,
+    as_json: bool,
+    workers: bool,
+    wait: float = 0.0,
+    out: IO[str] = sys.stdout,
+) -> int:
+    """Run the checks once, or (``wait`` > 0) until nothing FAILs or ``wait`` seconds have passed: the
+    start-up wait of compose's ``fhir-ready`` service (HAPI's image has no shell for a healthcheck)."""
     import logging
+    import time
 
     logging.getLogger().setLevel(logging.ERROR)  # the checks report; retries and warnings are noise here
-    s, checks = run_checks(env, workers=workers)
-    failed = [c for c in checks if c.level == "FAIL"]
+    deadline = time.monotonic() + wait
+    while True:
+        s, checks = run_checks(env, workers=workers)
+        failed = [c for c in checks if c.level == "FAIL"]
+        if not failed or time.monotonic() >= deadline:
+            break
+        sys.stderr.write(
+            f"doctor: {len(failed)} FAIL ({', '.join(c.name for c in failed)}); checking again\n"
+        )
+        time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
     if as_json:
         report: dict[str, Any] = {
             "version": __version__,
