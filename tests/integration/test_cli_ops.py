@@ -224,3 +224,31 @@ def test_mappings_check_honours_PTBILL_MAPPINGS_DIR(tmp_path, redis_url):
     # and doctor reports the same directory as the one in use
     d = ptbill(env, "doctor", "--no-workers", timeout=60)
     assert any(ln.startswith("FAIL  mappings") and str(bad) in ln for ln in d.stdout.splitlines())
+
+
+def test_doctor_wait_is_a_start_up_wait(tmp_path, redis_url):
+    """compose's fhir-ready: doctor --wait keeps checking until the FHIR server is up, then exits 0."""
+    import subprocess
+    import sys
+
+    from integration.embedded import SekmetServer
+    from tests.integration.support import REPO
+
+    port = free_port()
+    env = env_for(f"http://127.0.0.1:{port}/fhir", redis_url, PTBILL_HTTP_TIMEOUT="2")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.cli", "doctor", "--no-workers", "--wait", "120"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with SekmetServer(tmp_path / "late-fhir", port=port):
+            out, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    assert out.splitlines()[-1] == "doctor: all OK"
