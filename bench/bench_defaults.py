@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 
-from integration.embedded import SekmetServer, WorkerProcess  # noqa: E402
 from integration.fhir.client import FhirClient  # noqa: E402
 from integration.settings import Settings  # noqa: E402
 from integration.state import StateStore  # noqa: E402
-from integration.synth import generate_clinic  # noqa: E402
+from ptbill_demo.embedded import SekmetServer, WorkerProcess  # noqa: E402
+from ptbill_demo.synth import generate_clinic  # noqa: E402
 
 CONFIGS = {
     "shipped defaults": {},

@@ -135,7 +135,7 @@ def cmd_process(a: argparse.Namespace) -> int:
 
 def cmd_seed(a: argparse.Namespace) -> int:
     from integration.runner import make_client
-    from integration.synth import clinic_summary, generate_clinic
+    from ptbill_demo.synth import clinic_summary, generate_clinic
 
     s = _settings()
     _configure_logs(s)
@@ -666,7 +666,7 @@ def cmd_flower(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from tasks.demo import run_demo
+    from ptbill_demo.demo import run_demo
 
     return run_demo(
         patients=a.patients,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.embedded import free_port
+from ptbill_demo.embedded import free_port
 from tests.integration.support import env_for, ptbill, seed, state_for
 
 pytestmark = pytest.mark.integration
@@ -231,7 +231,7 @@ def test_doctor_wait_is_a_start_up_wait(tmp_path, redis_url):
     import subprocess
     import sys
 
-    from integration.embedded import SekmetServer
+    from ptbill_demo.embedded import SekmetServer
     from tests.integration.support import REPO
 
     port = free_port()

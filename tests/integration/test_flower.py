@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from integration.embedded import free_port
+from ptbill_demo.embedded import free_port
 from tests.integration.support import env_for, ptbill, seed, send_sync, state_for, wait_for, wait_run
 
 pytestmark = pytest.mark.integration

@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 
-from integration.embedded import SekmetServer
 from integration.fhir.client import FhirClient
 from integration.fhir.writeback import ENCOUNTER_TAG, PTBILL_TAG
+from ptbill_demo.embedded import SekmetServer
 from tests.integration.support import env_for, ptbill, seed
 
 pytestmark = pytest.mark.integration

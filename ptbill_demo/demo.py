@@ -24,10 +24,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from integration.embedded import EmbeddedRedis, SekmetServer, WorkerProcess
 from integration.fhir.client import FhirClient
 from integration.fhir.writeback import PTBILL_TAG
-from integration.synth import clinic_summary, generate_clinic
+from ptbill_demo.embedded import EmbeddedRedis, SekmetServer, WorkerProcess
+from ptbill_demo.synth import clinic_summary, generate_clinic
 
 
 def _count(client: FhirClient, rtype: str, extra: list[tuple[str, str]] | None = None) -> int:
