@@ -60,7 +60,7 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 
-.venv/bin/ruff check integration tasks mappings tests bench
+.venv/bin/ruff check integration tasks mappings ptbill_demo tests bench
 .venv/bin/mypy
 .venv/bin/ptbill mappings check >/dev/null
 .venv/bin/python -m pytest -q "$@"

@@ -133,7 +133,16 @@ def cmd_process(a: argparse.Namespace) -> int:
 # --- seed / sync / backfill ----------------------------------------------------------------------
 
 
+def _demo_tools(what: str) -> None:
+    """The demo tools ship as ptbill_demo with the [demo] extra; say so instead of an ImportError."""
+    import importlib.util
+
+    if importlib.util.find_spec("ptbill_demo") is None:
+        raise InputError(f"ptbill {what} needs the demo tools: pip install 'ptbill[demo]' (not in the image)")
+
+
 def cmd_seed(a: argparse.Namespace) -> int:
+    _demo_tools("seed")
     from integration.runner import make_client
     from ptbill_demo.synth import clinic_summary, generate_clinic
 
@@ -666,6 +675,15 @@ def cmd_flower(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
+    _demo_tools("demo")
+    import importlib.util
+
+    from ptbill_demo.embedded import sekmet_executable
+
+    if sekmet_executable() is None or importlib.util.find_spec("fakeredis") is None:
+        raise InputError(
+            "ptbill demo needs the [demo] extra (sekmet-fhir, fakeredis): pip install 'ptbill[demo]'"
+        )
     from ptbill_demo.demo import run_demo
 
     return run_demo(
