@@ -19,7 +19,7 @@ start-up then waits until ``/metadata`` answers, polling with a deadline. ``stop
 (SIGTERM, then SIGKILL). The server's output goes to ``<log_dir>/medplum-<profile>.log``; its tail is printed
 when start-up fails or the ``with`` block raises.
 
-``seed_clinic`` loads a synthetic clinic (``integration.synth``) the way an EMR holds it: server-assigned
+``seed_clinic`` loads a synthetic clinic (``ptbill_demo.synth``) the way an EMR holds it: server-assigned
 ids, created by POST in batch Bundles whose entries refer to each other by ``urn:uuid`` and to earlier
 bundles' resources by their real ids.
 """
@@ -283,7 +283,7 @@ def seed_clinic(
 ) -> SeededClinic:
     """Load a synthetic clinic into a Medplum test server (any profile) with server-assigned ids.
 
-    ``bundles`` defaults to ``integration.synth.generate_clinic(patients=..., seed=...)``. Each synth bundle
+    ``bundles`` defaults to ``ptbill_demo.synth.generate_clinic(patients=..., seed=...)``. Each synth bundle
     (conditional PUTs) becomes one ``batch`` of ``POST`` entries with ``If-None-Exist: identifier=...`` (so
     seeding twice creates nothing new); entries keep their ``urn:uuid`` fullUrls, which the server resolves,
     and references to earlier bundles (``Type?identifier=...``) are rewritten to ``Type/<id>``. A batch is
@@ -291,7 +291,7 @@ def seed_clinic(
     on the first failed entry.
     """
     if bundles is None:
-        from integration.synth import generate_clinic
+        from ptbill_demo.synth import generate_clinic
 
         bundles = generate_clinic(patients=patients, seed=seed)
     clinic = SeededClinic()

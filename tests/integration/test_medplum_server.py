@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from integration.synth import clinic_summary, generate_clinic
+from ptbill_demo.synth import clinic_summary, generate_clinic
 from tests.integration.medplum_server import (
     MedplumServer,
     escape_search_value,
