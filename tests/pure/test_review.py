@@ -30,7 +30,7 @@ def tables():
         ("97110", 2, "2026-03-02", 60.0),  # shipped example: 30.00 per unit
         ("97110", 0, "2026-03-02", 0.0),
         ("97140", 1, None, 28.0),
-        ("97010", 1, "2026-03-02", None),  # bundled: no fee row, no invented amount
+        ("97010", 1, "2026-03-02", 5.0),  # every billable code has a fee row
         ("99999", 1, "2026-03-02", None),
     ],
 )
