@@ -1,5 +1,5 @@
-# ptbill worker / beat / flower image
-FROM python:3.11-slim
+# ptbill worker / beat / flower image (docker-compose.yml); the demo's embedded servers are not in it
+FROM python:3.11.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 COPY pyproject.toml README.md ./

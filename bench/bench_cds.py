@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from integration.cds.prefetch import DISCHARGE_PREFETCH  # noqa: E402
-from integration.embedded import SekmetServer, free_port  # noqa: E402
 from integration.fhir.client import FhirClient  # noqa: E402
+from ptbill_demo.embedded import SekmetServer, free_port  # noqa: E402
 from tests.integration.serve_support import FakeEhr, ServeProcess, hook_request, run_prefetch  # noqa: E402
 from tests.integration.support import seed  # noqa: E402
 

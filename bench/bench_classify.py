@@ -1,6 +1,6 @@
 """Classification throughput on one core: `python bench/bench_classify.py [N] [--passes P] [--min RATE]`.
 
-Input: N interventions, shuffled: half are Procedures of the synthetic clinic (``integration.synth``: several
+Input: N interventions, shuffled: half are Procedures of the synthetic clinic (``ptbill_demo.synth``: several
 charting styles, abbreviations, typos, notes, CPT/SNOMED codings, dates of service) run through
 ``extract_intervention``, half are templated notes with random parameters. The classifier keeps no cache of
 whole notes; what it reuses across calls is what a worker reuses too: the tables compiled once per table set
@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from integration.classify import classify
 from integration.fhir.extract import extract_intervention
 from integration.model import Intervention
-from integration.synth import generate_clinic
 from mappings.loader import Tables, load_tables
+from ptbill_demo.synth import generate_clinic
 
 TARGET = 20_000  # classifications per second on one core (the issue's figure)
 

@@ -1,6 +1,6 @@
 """CPU cost per Procedure of the pure pipeline, on one core: `python bench/bench_cpu.py [--procedures N]`.
 
-Generated clinic (``integration.synth.generate_clinic``) -> search-like pages of ~100 encounters (the
+Generated clinic (``ptbill_demo.synth.generate_clinic``) -> search-like pages of ~100 encounters (the
 clinic's master data + the patients' resources, as a sync page plus its context batch would bring) ->
 per page ``group_bundle`` -> per finished encounter the same steps as ``integration.sync.process_group``
 without I/O:
@@ -38,8 +38,8 @@ from integration.fhir.extract import extract_encounter, group_bundle
 from integration.fhir.writeback import build_outputs, plan_writes
 from integration.model import Intervention
 from integration.sync import Group, attach_context, digest, r4b_validator, slim
-from integration.synth import generate_clinic
 from mappings.loader import Tables, load_tables
+from ptbill_demo.synth import generate_clinic
 
 PROCS_PER_PATIENT = 18.6  # generate_clinic's average (visits 4-12, ~2.5 Procedures per visit)
 PAGE_ENCOUNTERS = 100  # PTBILL_PAGE_SIZE default

@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 
-from integration.embedded import WorkerProcess, free_port  # noqa: E402
 from integration.fhir.client import FhirClient  # noqa: E402
 from integration.fhir.writeback import provenance_id  # noqa: E402
+from ptbill_demo.embedded import WorkerProcess, free_port  # noqa: E402
 from tests.integration.serve_support import ServeProcess, notifying_sekmet  # noqa: E402
 from tests.integration.support import ptbill, seed, wait_for  # noqa: E402
 

@@ -45,8 +45,8 @@ from bench_cpu import report as cpu_report  # noqa: E402
 from celery import Celery  # noqa: E402
 from io_floor import load_records, replay  # noqa: E402
 
-from integration.embedded import SekmetServer, WorkerProcess, free_port  # noqa: E402
 from integration.fhir.client import FhirClient  # noqa: E402
+from ptbill_demo.embedded import SekmetServer, WorkerProcess, free_port  # noqa: E402
 from tests.integration.support import env_for, send_sync, state_for  # noqa: E402
 
 print = functools.partial(print, flush=True)  # progressive output

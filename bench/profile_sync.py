@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 from bench_cpu import clinic_for
 
-from integration.embedded import SekmetServer
 from integration.fhir.client import FhirClient
 from integration.runner import Runtime, begin_run, finish_ok, page_run, process_one
 from integration.settings import Settings
+from ptbill_demo.embedded import SekmetServer
 from tests.integration.support import env_for
 
 

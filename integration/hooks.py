@@ -6,6 +6,10 @@ withdrawn encounters, ``integration.decide.decide``) on the same ``(encounter, r
 ptbill's own unreviewed ChargeItems left out of the context. ``patient-view`` presents the patient's
 active ptbill Flags and open Tasks. ``cards_for_encounter`` is the same for a demo or a script, reading
 with ptbill's own client.
+
+Every call into the sync's read and decide path (``integration.sync``) is in the three functions at the
+end of this module (``group_of``, ``fetch_group``, ``decide``), so that a change of that API touches them
+only.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from integration.errors import FhirError, InputError, PtbillError
 from integration.fhir.auth import BearerAuth
 from integration.fhir.client import FhirClient
 from integration.fhir.writeback import PTBILL_TAG
+from integration.model import Decision, EncounterFacts
 from integration.sync import (
     Group,
     attach_context,
@@ -181,8 +186,8 @@ class HookService:
                 raise HookRequestError(
                     412, "encounter-not-found", "prefetch.encounter is not context.encounterId"
                 )
-            group = Group(pair[0], pair[1])
-        facts, decision = decide_group(group, self.tables)
+            group = group_of(pair[0], pair[1])
+        facts, decision = decide(group, self.tables)
         if facts.patient_id is not None and facts.patient_id != req.patient_id:
             raise HookRequestError(400, "context-mismatch", "the encounter belongs to another patient")
         cards = decision_cards(facts, decision, self.catalog)
@@ -232,17 +237,6 @@ def _partial_card(req: HookRequest, missing: list[str], catalog: RuleCatalog) ->
     )
 
 
-def fetch_group(client: FhirClient, encounter_id: str) -> Group | None:
-    """One encounter with everything the sync reads for it (the runner's ``load_group`` without a claim
-    check): the Encounter with Procedures, Patient and EpisodeOfCare, then Coverages, prior ChargeItems and
-    performers in one batch."""
-    group = fetch_encounter(client, encounter_id)
-    if group is None:
-        return None
-    reqs = context_requests([group], set())
-    return attach_context(group, fetch_context(client, reqs)) if reqs else group
-
-
 def patient_items(client: FhirClient, patient_id: str) -> list[dict[str, Any]]:
     """The patient's active ptbill Flags and open ptbill Tasks."""
     tag = f"{PTBILL_TAG}|ptbill"
@@ -266,5 +260,29 @@ def cards_for_encounter(client: FhirClient, encounter_id: str, tables: Tables) -
         raise InputError(
             "encounter not found on the server", resource_type="Encounter", resource_id=encounter_id
         )
-    facts, decision = decide_group(group, tables)
+    facts, decision = decide(group, tables)
     return [c.to_json() for c in decision_cards(facts, decision, RuleCatalog.from_tables(tables))]
+
+
+# --- the sync's read and decide path: the only calls into integration.sync ------------------------------
+
+
+def group_of(encounter: dict[str, Any], related: dict[str, dict[str, Any]]) -> Group:
+    """An encounter and its related resources (from a prefetch) in the shape the sync decides on."""
+    return Group(encounter, related)
+
+
+def fetch_group(client: FhirClient, encounter_id: str) -> Group | None:
+    """One encounter with everything the sync reads for it (the runner's ``load_group`` without a claim
+    check): the Encounter with Procedures, Patient and EpisodeOfCare, then Coverages, prior ChargeItems and
+    performers in one batch."""
+    group = fetch_encounter(client, encounter_id)
+    if group is None:
+        return None
+    reqs = context_requests([group], set())
+    return attach_context(group, fetch_context(client, reqs)) if reqs else group
+
+
+def decide(group: Group, tables: Tables) -> tuple[EncounterFacts, Decision]:
+    """The sync's own decision for one encounter group (extraction, withdrawn encounters, ``decide()``)."""
+    return decide_group(group, tables)

@@ -162,6 +162,13 @@ class Finding:
 
 
 @dataclass(frozen=True)
+class CodeShare:  # one code's part of an entry that documents several codes, each with its own minutes
+    code: str
+    minutes: int
+    item_indexes: tuple[int, ...] = ()  # which documented items (Classification.items) it covers
+
+
+@dataclass(frozen=True)
 class Classification:
     code: str  # CPT/HCPCS code or UNSUPPORTED
     alternatives: tuple[str, ...] = ()
@@ -169,6 +176,9 @@ class Classification:
     evidence: tuple[Evidence, ...] = ()
     findings: tuple[Finding, ...] = ()
     rule_ids: tuple[str, ...] = ()
+    # A mixed entry with per-code minutes: billing makes one item per share (that code, those minutes, the
+    # same Procedure, performers and period). Empty: the whole intervention is ``code``.
+    shares: tuple[CodeShare, ...] = ()
 
 
 @dataclass(frozen=True)

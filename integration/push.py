@@ -230,6 +230,20 @@ def subscription_report(client: FhirClient | None, push: PushState) -> dict[str,
     return {"subscriptions": subs, "counters": push.stats()}
 
 
+def subscription_status(settings: Any, state: StateStore) -> dict[str, Any]:
+    """``subscription_report`` with ptbill's own client from ``settings``, answering fast (a 5 s deadline
+    per read, no retries) also when the EMR does not; no read at all when no Subscription is recorded."""
+    from integration.runner import make_client
+
+    push = PushState(state)
+    if not push.subscriptions():
+        return {"subscriptions": [], "counters": push.stats()}
+    client = make_client(settings.model_copy(update={"http_timeout": min(settings.http_timeout, 5.0)}))
+    client.retries = 0
+    with client:
+        return subscription_report(client, push)
+
+
 def is_our_subscription(client: FhirClient, sub_id: str, endpoint: str) -> bool:
     """A backport notification names a Subscription ptbill did not record (e.g. Redis was reset): it is
     ours when the EMR has it with our endpoint for this path."""

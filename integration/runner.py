@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
+from integration.budget import budget_from_settings
+from integration.budget import install as install_budget
 from integration.errors import InputError, LockBusy
 from integration.fhir.auth import auth_from_settings
 from integration.fhir.client import FhirClient
@@ -62,7 +64,7 @@ def make_client(s: Settings) -> FhirClient:
             scope=s.smart_scope,
             token_url=s.smart_token_url,
         )
-    return FhirClient(
+    client = FhirClient(
         s.fhir_base_url,
         auth=auth,
         timeout=s.http_timeout,
@@ -70,6 +72,10 @@ def make_client(s: Settings) -> FhirClient:
         page_size=s.page_size,
         max_response_bytes=s.max_response_bytes,
     )
+    budget = budget_from_settings(s)  # PTBILL_FHIR_REQUEST_BUDGET: one budget for all processes
+    if budget is not None:
+        install_budget(client._session, client.base_url, budget)
+    return client
 
 
 def load_settings_tables(s: Settings) -> Tables:

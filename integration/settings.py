@@ -1,29 +1,75 @@
 """One settings object built from PTBILL_* environment variables (secrets may come from files).
 
 Only the edges (CLI, Celery tasks, demo) read settings; the domain never imports this module.
-Every setting is documented in the README's configuration table; keep the two in step.
+
+Built on pydantic-settings: every field names its variable (``validation_alias``), its meaning
+(``description``, which is also the README's configuration table: ``python -m integration.settings``
+prints it and a test keeps the two equal) and whether it is a secret (readable from ``PTBILL_X_FILE``,
+redacted everywhere). ``Settings.from_env(env)`` reads a given mapping (default ``os.environ``) and
+
+* rejects a malformed value with one line naming the variable (``PTBILL_BROKER_URL: unknown scheme
+  'reddis'; did you mean redis://?``), never falling back to a default silently;
+* treats an empty value as "not set", except for the FHIR base URL and the broker URL, where an empty
+  value is a mistake (``PTBILL_FHIR_BASE_URL=`` from an unset compose variable);
+* records where each value came from (``sources()``: env, file or default) for ``ptbill doctor``;
+* leaves unknown ``PTBILL_*`` variables to :func:`unknown_variables`, which suggests the closest
+  known name (``PTBILL_FHIR_BASEURL`` -> ``PTBILL_FHIR_BASE_URL``).
+
+``Settings()`` (no arguments) is the pure defaults, whatever the environment holds.
+
+To add a setting: one field below (``_setting(default, "PTBILL_X", "meaning")``), a validator when its
+values are constrained, then regenerate the README table (``python -m integration.settings``).
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+import sys
+from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
+from datetime import datetime
 from pathlib import Path
-from typing import Literal, cast
+from typing import Annotated, Any, Literal, cast
+from urllib.parse import urlsplit
+
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from integration.errors import ConfigError
-from integration.fhir.auth import DEFAULT_SCOPE
+from integration.fhir.auth import DEFAULT_SCOPE, SUPPORTED_ALGS
 
-_SECRET_FIELDS = {"auth_password", "auth_token", "smart_private_key", "flower_basic_auth", "notify_secret"}
-_URL_FIELDS = {"broker_url", "redis_url", "fhir_base_url", "smart_token_url", "public_url"}
 _URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://)([^@/]*)@", re.IGNORECASE)
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*([smh]))?\s*$")
+
+# PTBILL_* variables that are read by something other than this object (not flagged as unknown)
+OTHER_KNOWN_VARIABLES = frozenset({"PTBILL_TEST_REDIS_URL"})  # tests/ and scripts/test.sh
+
+# JWT algorithms a CDS client (EHR) may sign with: asymmetric only (never `none` or an HMAC secret)
+ASYMMETRIC_JWT_ALGS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel", "amqp", "amqps", "pyamqp", "memory")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 log = logging.getLogger("ptbill.settings")
+
+# the environment from_env reads (a ContextVar, so Settings() itself never reads os.environ)
+_ENV: ContextVar[Mapping[str, str] | None] = ContextVar("ptbill_settings_env", default=None)
 
 
 def redact_url(url: str) -> str:
@@ -31,242 +77,539 @@ def redact_url(url: str) -> str:
     return _URL_PASSWORD.sub(r"\1***@", url)
 
 
-def _read_secret(env: Mapping[str, str], name: str) -> str | None:
-    """PTBILL_X or PTBILL_X_FILE (first the file, for Docker/K8s secrets)."""
-    path = env.get(f"{name}_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as e:
-            raise ConfigError(f"{name}_FILE cannot be read: {e.strerror}") from None
-    return env.get(name) or None
+def parse_rate(value: str) -> float:
+    """``"20/s"``, ``"600/m"``, ``"1000/h"`` or ``"5"`` (per second) -> requests per second."""
+    m = _RATE.match(value)
+    if not m or float(m.group(1)) <= 0:
+        raise ValueError(f"must be a positive rate such as 20/s, 600/m or 1000/h, got {value!r}")
+    return float(m.group(1)) / {"s": 1, "m": 60, "h": 3600}[m.group(2) or "s"]
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
-def _cds_clients(raw: str | None) -> tuple[tuple[str, str], ...]:
-    """PTBILL_CDS_CLIENTS: a JSON object mapping each trusted EHR's JWT ``iss`` to its JWKS URL."""
-    if not raw or not raw.strip():
-        return ()
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise ConfigError('PTBILL_CDS_CLIENTS must be a JSON object {"<iss>": "<JWKS URL>"}') from None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and k and isinstance(v, str) and v.startswith(("http://", "https://"))
-        for k, v in value.items()
-    ):
-        raise ConfigError('PTBILL_CDS_CLIENTS must map each issuer to an http(s) JWKS URL {"<iss>": "<url>"}')
-    return tuple(sorted(value.items()))
-
-
-@dataclass(frozen=True)
-class Settings:
-    fhir_base_url: str = "http://127.0.0.1:8090/fhir"
-    auth_type: str = "none"  # none | basic | bearer | smart
-    auth_user: str | None = None
-    auth_password: str | None = field(default=None, repr=False)
-    auth_token: str | None = field(default=None, repr=False)
-    smart_client_id: str | None = None
-    smart_private_key: str | None = field(default=None, repr=False)  # PEM text
-    smart_kid: str | None = None
-    smart_alg: str = "RS384"
-    smart_token_url: str | None = None
-    smart_scope: str = DEFAULT_SCOPE
-    tls_verify: bool = True
-    ca_bundle: str | None = None
-    http_timeout: float = 30.0
-    page_size: int = 100
-    max_response_bytes: int = 50_000_000
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    redis_url: str = "redis://127.0.0.1:6379/0"  # state: watermarks, ledger, locks, dead letters
-    encounter_statuses: tuple[str, ...] = ("finished",)
-    sync_interval_seconds: int = 300
-    initial_since: str = "1970-01-01T00:00:00Z"
-    procedure_fetch: Literal["by-encounter", "revinclude"] = "by-encounter"  # see integration/sync.py
-    write_mode: Literal["id", "conditional"] = (
-        "id"  # id: PUT Type/{deterministic id}; conditional: PUT Type?identifier=...
+def _setting(
+    default: Any,
+    env: str,
+    description: str,
+    *,
+    secret: bool = False,
+    url: bool = False,
+    empty_is_error: bool = False,
+    shown_default: str | None = None,
+) -> Any:
+    """A field read from ``env`` (a function, so mypy still sees the field's default)."""
+    extra: dict[str, Any] = {"secret": secret, "url": url, "empty_is_error": empty_is_error}
+    if shown_default is not None:
+        extra["shown_default"] = shown_default
+    return Field(
+        default=default,
+        validation_alias=env,
+        description=description,
+        json_schema_extra=extra,
+        repr=not secret,
     )
-    clock_lag_seconds: float = 2.0  # window end = server time minus this (in-flight commits)
-    rate_limit: str = "20/s"  # Celery rate limit of EMR-calling tasks, per worker
-    max_retries: int = 5
-    visibility_timeout: int = 3600
-    lock_timeout: int = 1800
-    flower_basic_auth: str | None = field(default=None, repr=False)
-    log_level: str = "INFO"
-    log_format: str = "json"  # json | text
-    mappings_dir: str | None = None  # override the shipped tables (for a clinic's own tables)
-    retry_base_seconds: float = 1.0  # Celery retry delay base: base * 2**(attempt), with jitter
-    retry_max_seconds: float = 600.0  # cap of a Celery retry delay; must stay below visibility_timeout
-    # --- real-time feedback: `ptbill serve` (push notifications, CDS Hooks), `ptbill subscribe` ---------
-    # Each field is PTBILL_ + its name in upper case. See README "Real-time feedback".
-    serve_host: str = "127.0.0.1"  # where `ptbill serve` listens (--host overrides)
-    serve_port: int = 8095  # (--port overrides)
-    public_url: str | None = None  # how the EMR reaches the service (Subscription endpoints, CDS aud)
-    serve_max_body_bytes: int = 5_000_000  # larger request bodies are refused with 413
-    notify_secret: str | None = field(default=None, repr=False)  # header value the Subscriptions carry
-    notify_header: str = "Authorization"  # header name; for Authorization the value is "Bearer <secret>"
-    subscriptions: tuple[str, ...] = ("Procedure?", "Encounter?")  # R4 criteria or backport topic URLs
-    subscription_payload: Literal["full-resource", "id-only", "empty"] = "full-resource"
-    push_debounce_seconds: float = 0.5  # a burst of notifications for one encounter -> one processing
-    cds_clients: tuple[tuple[str, str], ...] = ()  # trusted EHRs: (JWT iss, its JWKS URL)
-    cds_algorithms: tuple[str, ...] = ("RS384", "ES384")  # JWT algorithms accepted from EHRs
-    cds_fhir_servers: tuple[str, ...] = ()  # fhirServer URLs a hook may send (default: fhir_base_url)
-    cds_fetch_timeout: float = 5.0  # seconds per FHIR read when a hook comes without prefetch
-    cds_writeback: bool = False  # encounter-discharge also queues the encounter for the guarded write
 
-    @property
-    def server_key(self) -> str:
-        """Short stable key for the FHIR server, used in Redis key names (no URL in keys)."""
-        return hashlib.sha256(self.fhir_base_url.rstrip("/").encode()).hexdigest()[:12]
 
-    def redacted(self) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in _SECRET_FIELDS and v:
-                v = "***"
-            elif f.name in _URL_FIELDS and isinstance(v, str):
-                v = redact_url(v)
-            out[f.name] = v
+def _meta(info: FieldInfo, key: str) -> Any:
+    extra = info.json_schema_extra
+    return extra.get(key) if isinstance(extra, dict) else None
+
+
+class _MappingEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        self._environ = {k: v for k, v in environ.items() if k.startswith("PTBILL_")}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {k: v for k, v in self._environ.items() if v != ""}  # empty = not set (see module doc)
+
+
+class _SecretFileSource(PydanticBaseSettingsSource):
+    """``PTBILL_X_FILE`` for every secret ``PTBILL_X`` (Docker/Kubernetes secrets); the file wins."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]):
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for info in self.settings_cls.model_fields.values():
+            if not _meta(info, "secret"):
+                continue
+            var = f"{info.validation_alias}_FILE"
+            path = self._environ.get(var)
+            if not path:
+                continue
+            try:
+                out[str(info.validation_alias)] = Path(path).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"{var} cannot be read: {e.strerror}") from None
         return out
 
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
-        return f"Settings({shown})"
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        frozen=True,
+        case_sensitive=True,
+        populate_by_name=True,
+        extra="ignore",
+        validate_default=False,
+    )
+    _source_env: dict[str, str] = PrivateAttr(default_factory=dict)  # PTBILL_* names from_env saw set
+
+    fhir_base_url: str = _setting(
+        "http://127.0.0.1:8090/fhir",
+        "PTBILL_FHIR_BASE_URL",
+        "the EMR's FHIR R4 base URL",
+        url=True,
+        empty_is_error=True,
+    )
+    auth_type: Literal["none", "basic", "bearer", "smart"] = _setting(
+        "none", "PTBILL_FHIR_AUTH", "`none`, `basic`, `bearer` or `smart`"
+    )
+    auth_user: str | None = _setting(None, "PTBILL_FHIR_USER", "basic auth user")
+    auth_password: str | None = _setting(None, "PTBILL_FHIR_PASSWORD", "basic auth password", secret=True)
+    auth_token: str | None = _setting(None, "PTBILL_FHIR_TOKEN", "static bearer token", secret=True)
+    smart_client_id: str | None = _setting(None, "PTBILL_SMART_CLIENT_ID", "SMART Backend Services client id")
+    smart_private_key: str | None = _setting(
+        None,
+        "PTBILL_SMART_PRIVATE_KEY",
+        "PEM private key for the client assertion",
+        secret=True,
+    )
+    smart_kid: str | None = _setting(
+        None,
+        "PTBILL_SMART_KID",
+        "key id of the client assertion",
+        shown_default="the key's thumbprint",
+    )
+    smart_alg: str = _setting("RS384", "PTBILL_SMART_ALG", "signing algorithm: " + ", ".join(SUPPORTED_ALGS))
+    smart_token_url: str | None = _setting(
+        None,
+        "PTBILL_SMART_TOKEN_URL",
+        "token endpoint; when unset it is discovered and must share the FHIR base's origin",
+        url=True,
+        shown_default="discovered",
+    )
+    smart_scope: str = _setting(
+        DEFAULT_SCOPE,
+        "PTBILL_SMART_SCOPE",
+        "requested scopes",
+        shown_default="the minimal scopes above",
+    )
+    tls_verify: bool = _setting(
+        True, "PTBILL_TLS_VERIFY", "verify TLS certificates (turning it off is logged as a warning)"
+    )
+    ca_bundle: str | None = _setting(None, "PTBILL_CA_BUNDLE", "CA bundle file to verify the EMR with")
+    http_timeout: float = _setting(30.0, "PTBILL_HTTP_TIMEOUT", "seconds, on every request")
+    page_size: int = _setting(100, "PTBILL_PAGE_SIZE", "`_count` of searches (1-1000)")
+    max_response_bytes: int = _setting(
+        50_000_000, "PTBILL_MAX_RESPONSE_BYTES", "larger responses are refused"
+    )
+    broker_url: str = _setting(
+        "redis://127.0.0.1:6379/0",
+        "PTBILL_BROKER_URL",
+        "Celery broker",
+        url=True,
+        empty_is_error=True,
+    )
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0",
+        "PTBILL_REDIS_URL",
+        "sync state: watermark, write ledger, locks, run records, dead letters",
+        url=True,
+        shown_default="the broker URL when it is a Redis",
+    )
+    encounter_statuses: Annotated[tuple[str, ...], NoDecode] = _setting(
+        ("finished",), "PTBILL_ENCOUNTER_STATUSES", "comma-separated Encounter statuses to bill"
+    )
+    sync_interval_seconds: int = _setting(
+        300,
+        "PTBILL_SYNC_INTERVAL",
+        "seconds between beat-scheduled syncs (entries expire after 90 % of it)",
+    )
+    stale_after_intervals: float = _setting(
+        3.0,
+        "PTBILL_STALE_AFTER_INTERVALS",
+        "`ptbill status` is not healthy when no sync succeeded for this many sync intervals",
+    )
+    initial_since: str = _setting(
+        "1970-01-01T00:00:00Z", "PTBILL_INITIAL_SINCE", "where the first sync starts (ISO instant)"
+    )
+    procedure_fetch: Literal["by-encounter", "revinclude"] = _setting(
+        "by-encounter",
+        "PTBILL_PROCEDURE_FETCH",
+        "`by-encounter`: page Encounters, then `Procedure?encounter=` per page; `revinclude`: "
+        "`_revinclude=Procedure:encounter` (slow on some servers with large pages)",
+    )
+    write_mode: Literal["id", "conditional"] = _setting(
+        "id",
+        "PTBILL_WRITE_MODE",
+        "`id`: `PUT Type/ptb-<hash>`; `conditional`: `PUT Type?identifier=...`",
+    )
+    clock_lag_seconds: float = _setting(
+        2.0,
+        "PTBILL_CLOCK_LAG_SECONDS",
+        "the window ends this long before the server's clock (in-flight commits)",
+    )
+    fhir_request_budget: str | None = _setting(
+        None,
+        "PTBILL_FHIR_REQUEST_BUDGET",
+        "the EMR's request budget for ptbill, e.g. `50/s` or `3000/m`: shared by every worker process "
+        "through Redis (see Performance)",
+        shown_default="none (worker concurrency bounds the load)",
+    )
+    rate_limit: str | None = _setting(
+        None,
+        "PTBILL_RATE_LIMIT",
+        "legacy: a Celery rate limit of the per-encounter task, per worker process (e.g. `20/s`); "
+        "prefer `PTBILL_FHIR_REQUEST_BUDGET`",
+        shown_default="none",
+    )
+    max_retries: int = _setting(
+        5, "PTBILL_MAX_RETRIES", "retries of temporary failures before an encounter is dead-lettered"
+    )
+    visibility_timeout: int = _setting(
+        3600,
+        "PTBILL_VISIBILITY_TIMEOUT",
+        "Redis broker visibility timeout (retry delays stay below it)",
+    )
+    lock_timeout: int = _setting(
+        1800, "PTBILL_LOCK_TIMEOUT", "seconds the per-server sync lock lives if a run dies"
+    )
+    flower_basic_auth: str | None = _setting(
+        None,
+        "PTBILL_FLOWER_BASIC_AUTH",
+        "`user:password` for Flower (`ptbill flower` refuses to start without it)",
+        secret=True,
+    )
+    log_level: str = _setting(
+        "INFO", "PTBILL_LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR or CRITICAL; logs go to stderr"
+    )
+    log_format: Literal["json", "text"] = _setting(
+        "json", "PTBILL_LOG_FORMAT", "`json` (one object a line) or `text`"
+    )
+    mappings_dir: str | None = _setting(
+        None,
+        "PTBILL_MAPPINGS_DIR",
+        "a clinic's own copy of `mappings/` (checked as strictly)",
+        shown_default="the shipped tables",
+    )
+    retry_base_seconds: float = _setting(
+        1.0,
+        "PTBILL_RETRY_BASE_SECONDS",
+        "base of a task's retry delay (base x 2^attempt, with jitter; at least the server's `Retry-After`)",
+    )
+    retry_max_seconds: float = _setting(
+        600.0,
+        "PTBILL_RETRY_MAX_SECONDS",
+        "cap of a task's retry delay; must be below `PTBILL_VISIBILITY_TIMEOUT`",
+    )
+
+    # --- real-time feedback: `ptbill serve` (CDS Hooks, Subscription notifications), `ptbill subscribe` ---
+    serve_host: str = _setting(
+        "127.0.0.1", "PTBILL_SERVE_HOST", "where `ptbill serve` listens (`--host` overrides)"
+    )
+    serve_port: int = _setting(8095, "PTBILL_SERVE_PORT", "the port of `ptbill serve` (`--port` overrides)")
+    public_url: str | None = _setting(
+        None,
+        "PTBILL_PUBLIC_URL",
+        "how the EMR reaches `ptbill serve`: Subscription endpoints and the CDS JWT `aud` are built from it",
+        url=True,
+        shown_default="`http://{host}:{port}`",
+    )
+    serve_max_body_bytes: int = _setting(
+        5_000_000,
+        "PTBILL_SERVE_MAX_BODY_BYTES",
+        "larger notification or hook bodies are refused (413); at least 1024",
+    )
+    notify_secret: str | None = _setting(
+        None,
+        "PTBILL_NOTIFY_SECRET",
+        "the secret the EMR sends back on every notification; unset: notifications are refused (403)",
+        secret=True,
+    )
+    notify_header: str = _setting(
+        "Authorization",
+        "PTBILL_NOTIFY_HEADER",
+        "the header carrying it (`Authorization: Bearer <secret>`; any other header carries the secret "
+        "as is)",
+    )
+    subscriptions: Annotated[tuple[str, ...], NoDecode] = _setting(
+        ("Procedure?", "Encounter?"),
+        "PTBILL_SUBSCRIPTIONS",
+        "space-separated R4 criteria or backport topic URLs, one Subscription each (`ptbill subscribe`)",
+        shown_default="`Procedure? Encounter?`",
+    )
+    subscription_payload: Literal["full-resource", "id-only", "empty"] = _setting(
+        "full-resource",
+        "PTBILL_SUBSCRIPTION_PAYLOAD",
+        "`full-resource`, `empty` (pings) or, for topic URLs, `id-only`",
+    )
+    push_debounce_seconds: float = _setting(
+        0.5,
+        "PTBILL_PUSH_DEBOUNCE_SECONDS",
+        "notifications for one encounter within this window are processed once (0-60)",
+    )
+    cds_clients: Annotated[tuple[tuple[str, str], ...], NoDecode] = _setting(
+        (),
+        "PTBILL_CDS_CLIENTS",
+        'JSON object: each trusted EHR\'s JWT `iss` -> its JWKS URL (`{"<iss>": "<https URL>"}`)',
+        shown_default="none (no EHR trusted)",
+    )
+    cds_algorithms: Annotated[tuple[str, ...], NoDecode] = _setting(
+        ("RS384", "ES384"),
+        "PTBILL_CDS_ALGORITHMS",
+        "comma-separated JWT algorithms accepted from EHRs (asymmetric only: "
+        + ", ".join(ASYMMETRIC_JWT_ALGS)
+        + ")",
+    )
+    cds_fhir_servers: Annotated[tuple[str, ...], NoDecode] = _setting(
+        (),
+        "PTBILL_CDS_FHIR_SERVERS",
+        "comma-separated `fhirServer` URLs a hook's `fhirAuthorization` token may be used against",
+        shown_default="`PTBILL_FHIR_BASE_URL`",
+    )
+    cds_fetch_timeout: float = _setting(
+        5.0, "PTBILL_CDS_FETCH_TIMEOUT", "seconds per read when a hook comes without prefetch"
+    )
+    cds_writeback: bool = _setting(
+        False,
+        "PTBILL_CDS_WRITEBACK",
+        "`true`: an `encounter-discharge` call also queues the encounter for the usual guarded write",
+    )
+
+    # --- sources -------------------------------------------------------------------------------------
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        env = _ENV.get()
+        if env is None:  # Settings(...) in code: the given values and the defaults, nothing else
+            return (init_settings,)
+        return (init_settings, _SecretFileSource(settings_cls, env), _MappingEnvSource(settings_cls, env))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
-        d = cls()
-        auth_type = (e.get("PTBILL_FHIR_AUTH") or d.auth_type).lower()
-        if auth_type not in ("none", "basic", "bearer", "smart"):
-            raise ConfigError(f"PTBILL_FHIR_AUTH must be none, basic, bearer or smart, got {auth_type!r}")
-        broker = e.get("PTBILL_BROKER_URL") or d.broker_url
-        s = cls(
-            fhir_base_url=(e.get("PTBILL_FHIR_BASE_URL") or d.fhir_base_url).rstrip("/"),
-            auth_type=auth_type,
-            auth_user=e.get("PTBILL_FHIR_USER") or None,
-            auth_password=_read_secret(e, "PTBILL_FHIR_PASSWORD"),
-            auth_token=_read_secret(e, "PTBILL_FHIR_TOKEN"),
-            smart_client_id=e.get("PTBILL_SMART_CLIENT_ID") or None,
-            smart_private_key=_read_secret(e, "PTBILL_SMART_PRIVATE_KEY"),
-            smart_kid=e.get("PTBILL_SMART_KID") or None,
-            smart_alg=e.get("PTBILL_SMART_ALG") or d.smart_alg,
-            smart_token_url=e.get("PTBILL_SMART_TOKEN_URL") or None,
-            smart_scope=e.get("PTBILL_SMART_SCOPE") or d.smart_scope,
-            tls_verify=_bool(e, "PTBILL_TLS_VERIFY", True),
-            ca_bundle=e.get("PTBILL_CA_BUNDLE") or None,
-            http_timeout=_float(e, "PTBILL_HTTP_TIMEOUT", d.http_timeout),
-            page_size=_int(e, "PTBILL_PAGE_SIZE", d.page_size),
-            max_response_bytes=_int(e, "PTBILL_MAX_RESPONSE_BYTES", d.max_response_bytes),
-            broker_url=broker,
-            redis_url=e.get("PTBILL_REDIS_URL") or (broker if broker.startswith("redis") else d.redis_url),
-            encounter_statuses=tuple(
-                s.strip() for s in (e.get("PTBILL_ENCOUNTER_STATUSES") or "finished").split(",") if s.strip()
-            ),
-            sync_interval_seconds=_int(e, "PTBILL_SYNC_INTERVAL", d.sync_interval_seconds),
-            initial_since=e.get("PTBILL_INITIAL_SINCE") or d.initial_since,
-            procedure_fetch=cast(
-                Literal["by-encounter", "revinclude"],
-                (e.get("PTBILL_PROCEDURE_FETCH") or d.procedure_fetch).lower(),
-            ),
-            write_mode=cast(
-                Literal["id", "conditional"], (e.get("PTBILL_WRITE_MODE") or d.write_mode).lower()
-            ),
-            clock_lag_seconds=_float(e, "PTBILL_CLOCK_LAG_SECONDS", d.clock_lag_seconds),
-            rate_limit=e.get("PTBILL_RATE_LIMIT") or d.rate_limit,
-            max_retries=_int(e, "PTBILL_MAX_RETRIES", d.max_retries),
-            visibility_timeout=_int(e, "PTBILL_VISIBILITY_TIMEOUT", d.visibility_timeout),
-            lock_timeout=_int(e, "PTBILL_LOCK_TIMEOUT", d.lock_timeout),
-            flower_basic_auth=_read_secret(e, "PTBILL_FLOWER_BASIC_AUTH"),
-            log_level=(e.get("PTBILL_LOG_LEVEL") or d.log_level).upper(),
-            log_format=(e.get("PTBILL_LOG_FORMAT") or d.log_format).lower(),
-            mappings_dir=e.get("PTBILL_MAPPINGS_DIR") or None,
-            retry_base_seconds=_float(e, "PTBILL_RETRY_BASE_SECONDS", d.retry_base_seconds),
-            retry_max_seconds=_float(e, "PTBILL_RETRY_MAX_SECONDS", d.retry_max_seconds),
-            # --- real-time feedback (ptbill serve / subscribe) ---
-            serve_host=e.get("PTBILL_SERVE_HOST") or d.serve_host,
-            serve_port=_int(e, "PTBILL_SERVE_PORT", d.serve_port),
-            public_url=(e.get("PTBILL_PUBLIC_URL") or "").rstrip("/") or None,
-            serve_max_body_bytes=_int(e, "PTBILL_SERVE_MAX_BODY_BYTES", d.serve_max_body_bytes),
-            notify_secret=_read_secret(e, "PTBILL_NOTIFY_SECRET"),
-            notify_header=(e.get("PTBILL_NOTIFY_HEADER") or d.notify_header).strip(),
-            subscriptions=tuple((e.get("PTBILL_SUBSCRIPTIONS") or " ".join(d.subscriptions)).split()),
-            subscription_payload=cast(
-                Literal["full-resource", "id-only", "empty"],
-                (e.get("PTBILL_SUBSCRIPTION_PAYLOAD") or d.subscription_payload).lower(),
-            ),
-            push_debounce_seconds=_float(e, "PTBILL_PUSH_DEBOUNCE_SECONDS", d.push_debounce_seconds),
-            cds_clients=_cds_clients(e.get("PTBILL_CDS_CLIENTS")),
-            cds_algorithms=tuple(
-                a.strip().upper()
-                for a in (e.get("PTBILL_CDS_ALGORITHMS") or ",".join(d.cds_algorithms)).split(",")
-                if a.strip()
-            ),
-            cds_fhir_servers=tuple(
-                u.strip().rstrip("/")
-                for u in (e.get("PTBILL_CDS_FHIR_SERVERS") or "").split(",")
-                if u.strip()
-            ),
-            cds_fetch_timeout=_float(e, "PTBILL_CDS_FETCH_TIMEOUT", d.cds_fetch_timeout),
-            cds_writeback=_bool(e, "PTBILL_CDS_WRITEBACK", d.cds_writeback),
-        )
+        """Read ``env`` (default ``os.environ``); ConfigError naming the variable on any bad value."""
+        e: Mapping[str, str] = os.environ if env is None else env
+        for info in cls.model_fields.values():
+            var = str(info.validation_alias)
+            if _meta(info, "empty_is_error") and var in e and not e[var].strip():
+                raise ConfigError(
+                    f"{var} is set but empty; unset it to use the default ({info.default}) or give a value"
+                )
+        token = _ENV.set(e)
+        try:
+            s = cls()
+        except ValidationError as ve:
+            raise ConfigError(_explain(ve)) from None
+        finally:
+            _ENV.reset(token)
+        s._source_env = _sources_of(e)
         s.validate()
         if not s.tls_verify:
             log.warning("TLS certificate verification is OFF (PTBILL_TLS_VERIFY=false); for testing only")
         return s
 
-    def validate(self) -> None:
-        if not self.fhir_base_url.startswith(("http://", "https://")):
-            raise ConfigError("PTBILL_FHIR_BASE_URL must be an http(s) URL")
+    # --- normalisation and per-field checks --------------------------------------------------------
+
+    @field_validator(
+        "auth_type", "write_mode", "procedure_fetch", "log_format", "subscription_payload", mode="before"
+    )
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @field_validator("log_level", "smart_alg", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.strip().upper() if isinstance(v, str) else v
+
+    @field_validator("fhir_base_url", mode="before")
+    @classmethod
+    def _base_url(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        v = v.strip().rstrip("/")
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host, e.g. https://emr.example.org/fhir")
+        if parts.query or parts.fragment:
+            raise ValueError("must be the FHIR base, without query or fragment")
+        return v
+
+    @field_validator("smart_token_url", mode="before")
+    @classmethod
+    def _token_url(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip():
+            parts = urlsplit(v.strip())
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http(s) URL with a host")
+            return v.strip()
+        return v
+
+    @field_validator("broker_url", mode="before")
+    @classmethod
+    def _broker(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            _check_scheme(v, BROKER_SCHEMES, allow_sqla=True)
+        return v
+
+    @field_validator("redis_url", mode="before")
+    @classmethod
+    def _redis(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            _check_scheme(v, REDIS_SCHEMES, allow_sqla=False)
+        return v
+
+    @field_validator("encounter_statuses", mode="before")
+    @classmethod
+    def _statuses(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(s.strip() for s in v.split(",") if s.strip())
+        return v
+
+    @field_validator("tls_verify", "cds_writeback", mode="before")
+    @classmethod
+    def _bool(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            low = v.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"must be true or false, got {v!r}")
+        return v
+
+    @field_validator("rate_limit", "fhir_request_budget", mode="before")
+    @classmethod
+    def _rate(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                return None
+            parse_rate(v)
+        return v
+
+    @field_validator("public_url", mode="before")
+    @classmethod
+    def _public_url(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip().rstrip("/")
+            if not v:
+                return None
+            parts = urlsplit(v)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("must be an http(s) URL with a host, e.g. https://ptbill.clinic.example")
+            if parts.query or parts.fragment:
+                raise ValueError("must be a base URL, without query or fragment")
+        return v
+
+    @field_validator("notify_header", mode="before")
+    @classmethod
+    def _header_name(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if not _HEADER_NAME.match(v):
+                raise ValueError(f"must be an HTTP header name (letters, digits, '-'), got {v!r}")
+        return v
+
+    @field_validator("subscriptions", mode="before")
+    @classmethod
+    def _subscriptions(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return tuple(v.split())
+        return v
+
+    @field_validator("cds_clients", mode="before")
+    @classmethod
+    def _cds_clients(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return _parse_cds_clients(v)
+        if isinstance(v, Mapping):
+            return _parse_cds_clients(json.dumps(dict(v)))
+        return v
+
+    @field_validator("cds_algorithms", mode="before")
+    @classmethod
+    def _cds_algorithms(cls, v: Any) -> Any:
+        names = v.split(",") if isinstance(v, str) else v
+        if not isinstance(names, list | tuple):
+            return v
+        canonical = {a.upper(): a for a in ASYMMETRIC_JWT_ALGS}
+        out: list[str] = []
+        for raw in names:
+            name = str(raw).strip()
+            if not name:
+                continue
+            if name.upper() not in canonical:
+                raise ValueError(
+                    f"must name asymmetric JWT algorithms ({', '.join(ASYMMETRIC_JWT_ALGS)}), got {name!r}"
+                )
+            out.append(canonical[name.upper()])
+        if not out:
+            raise ValueError("must name at least one algorithm, e.g. RS384,ES384")
+        return tuple(dict.fromkeys(out))
+
+    @field_validator("cds_fhir_servers", mode="before")
+    @classmethod
+    def _cds_fhir_servers(cls, v: Any) -> Any:
+        urls = v.split(",") if isinstance(v, str) else v
+        if not isinstance(urls, list | tuple):
+            return v
+        out: list[str] = []
+        for raw in urls:
+            url = str(raw).strip().rstrip("/")
+            if not url:
+                continue
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"must be comma-separated http(s) URLs, got {url!r}")
+            out.append(url)
+        return tuple(out)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _state_follows_broker(cls, data: Any) -> Any:
+        """Without PTBILL_REDIS_URL the state lives in the broker's Redis (when the broker is a Redis)."""
+        if not isinstance(data, dict):
+            return data
+        has_redis = any(k in data for k in ("redis_url", "PTBILL_REDIS_URL"))
+        broker = data.get("broker_url", data.get("PTBILL_BROKER_URL"))
+        if not has_redis and isinstance(broker, str) and broker.strip().startswith(("redis://", "rediss://")):
+            data = {**data, "redis_url": broker.strip()}
+        return data
+
+    def validate(self) -> None:  # type: ignore[override]  # (pydantic's deprecated classmethod)
+        """Checks across fields and of values' ranges; ConfigError naming the variable."""
         if self.page_size < 1 or self.page_size > 1000:
             raise ConfigError("PTBILL_PAGE_SIZE must be between 1 and 1000")
         if self.http_timeout <= 0:
             raise ConfigError("PTBILL_HTTP_TIMEOUT must be positive")
+        if self.max_response_bytes < 1:
+            raise ConfigError("PTBILL_MAX_RESPONSE_BYTES must be positive")
         if self.auth_type == "basic" and not (self.auth_user and self.auth_password):
             raise ConfigError("basic auth needs PTBILL_FHIR_USER and PTBILL_FHIR_PASSWORD(_FILE)")
         if self.auth_type == "bearer" and not self.auth_token:
             raise ConfigError("bearer auth needs PTBILL_FHIR_TOKEN(_FILE)")
         if self.auth_type == "smart" and not (self.smart_client_id and self.smart_private_key):
             raise ConfigError("smart auth needs PTBILL_SMART_CLIENT_ID and PTBILL_SMART_PRIVATE_KEY(_FILE)")
+        if self.smart_alg not in SUPPORTED_ALGS:
+            raise ConfigError(f"PTBILL_SMART_ALG must be one of {', '.join(SUPPORTED_ALGS)}")
         if not self.encounter_statuses:
             raise ConfigError("PTBILL_ENCOUNTER_STATUSES must name at least one status")
-        if self.procedure_fetch not in ("by-encounter", "revinclude"):
-            raise ConfigError("PTBILL_PROCEDURE_FETCH must be by-encounter or revinclude")
-        if self.write_mode not in ("id", "conditional"):
-            raise ConfigError("PTBILL_WRITE_MODE must be id or conditional")
-        if self.log_format not in ("json", "text"):
-            raise ConfigError("PTBILL_LOG_FORMAT must be json or text")
         if self.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError("PTBILL_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         if self.max_retries < 0:
@@ -277,23 +620,216 @@ class Settings:
             raise ConfigError(
                 "PTBILL_SYNC_INTERVAL, PTBILL_LOCK_TIMEOUT and PTBILL_VISIBILITY_TIMEOUT must be positive"
             )
-        # --- real-time feedback (ptbill serve / subscribe) ---
+        if self.stale_after_intervals <= 0:
+            raise ConfigError("PTBILL_STALE_AFTER_INTERVALS must be positive")
+        if self.clock_lag_seconds < 0:
+            raise ConfigError("PTBILL_CLOCK_LAG_SECONDS must not be negative")
+        try:
+            datetime.fromisoformat(self.initial_since.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(
+                f"PTBILL_INITIAL_SINCE must be an ISO instant such as 2026-01-01T00:00:00Z, "
+                f"got {self.initial_since!r}"
+            ) from None
+        if self.ca_bundle and not Path(self.ca_bundle).is_file():
+            raise ConfigError("PTBILL_CA_BUNDLE names no readable file")
+        if self.mappings_dir and not Path(self.mappings_dir).is_dir():
+            raise ConfigError("PTBILL_MAPPINGS_DIR names no directory")
+        # real-time feedback (ptbill serve / subscribe)
         if not 0 < self.serve_port < 65536:
-            raise ConfigError("PTBILL_SERVE_PORT must be a TCP port (1-65535)")
-        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
-            raise ConfigError("PTBILL_PUBLIC_URL must be an http(s) URL")
+            raise ConfigError(f"PTBILL_SERVE_PORT must be a TCP port (1-65535), got {self.serve_port}")
         if self.serve_max_body_bytes < 1024:
             raise ConfigError("PTBILL_SERVE_MAX_BODY_BYTES must be at least 1024")
-        if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", self.notify_header):
-            raise ConfigError("PTBILL_NOTIFY_HEADER must be an HTTP header name")
-        if self.subscription_payload not in ("full-resource", "id-only", "empty"):
-            raise ConfigError("PTBILL_SUBSCRIPTION_PAYLOAD must be full-resource, id-only or empty")
-        if self.push_debounce_seconds < 0 or self.push_debounce_seconds > 60:
+        if not 0 <= self.push_debounce_seconds <= 60:
             raise ConfigError("PTBILL_PUSH_DEBOUNCE_SECONDS must be between 0 and 60")
-        unsafe = [a for a in self.cds_algorithms if a == "NONE" or a.startswith("HS")]
-        if unsafe or not self.cds_algorithms:
-            raise ConfigError("PTBILL_CDS_ALGORITHMS must name asymmetric algorithms (e.g. RS384,ES384)")
-        if any(not u.startswith(("http://", "https://")) for u in self.cds_fhir_servers):
-            raise ConfigError("PTBILL_CDS_FHIR_SERVERS must be http(s) URLs")
         if self.cds_fetch_timeout <= 0:
             raise ConfigError("PTBILL_CDS_FETCH_TIMEOUT must be positive")
+
+    # --- what the settings are and where they came from ------------------------------------------
+
+    @property
+    def server_key(self) -> str:
+        """Short stable key for the FHIR server, used in Redis key names (no URL in keys)."""
+        return hashlib.sha256(self.fhir_base_url.rstrip("/").encode()).hexdigest()[:12]
+
+    @property
+    def request_budget_per_second(self) -> float | None:
+        return parse_rate(self.fhir_request_budget) if self.fhir_request_budget else None
+
+    @classmethod
+    def env_name(cls, field_name: str) -> str:
+        return str(cls.model_fields[field_name].validation_alias)
+
+    @classmethod
+    def known_variables(cls) -> frozenset[str]:
+        """Every PTBILL_* variable ptbill reads (``_FILE`` variants included)."""
+        names: set[str] = set(OTHER_KNOWN_VARIABLES)
+        for info in cls.model_fields.values():
+            names.add(str(info.validation_alias))
+            if _meta(info, "secret"):
+                names.add(f"{info.validation_alias}_FILE")
+        return frozenset(names)
+
+    def redacted(self) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for name, info in type(self).model_fields.items():
+            v = getattr(self, name)
+            if _meta(info, "secret") and v:
+                v = "***"
+            elif _meta(info, "url") and isinstance(v, str):
+                v = redact_url(v)
+            out[name] = v
+        return out
+
+    def sources(self) -> dict[str, str]:
+        """field -> where its value came from: ``env PTBILL_X``, ``file PTBILL_X_FILE``, ``default``,
+        ``PTBILL_BROKER_URL`` (the state URL following the broker) or ``code`` (Settings(...))."""
+        env_seen = self._source_env
+        out: dict[str, str] = {}
+        for name, info in type(self).model_fields.items():
+            var = str(info.validation_alias)
+            if f"{var}_FILE" in env_seen and _meta(info, "secret"):
+                out[name] = f"file {var}_FILE"
+            elif var in env_seen:
+                out[name] = f"env {var}"
+            elif (
+                name == "redis_url" and "PTBILL_BROKER_URL" in env_seen and self.redis_url == self.broker_url
+            ):
+                out[name] = "env PTBILL_BROKER_URL (state follows the broker)"
+            elif name in self.model_fields_set and not env_seen:
+                out[name] = "code"
+            else:
+                out[name] = "default"
+        return out
+
+    def describe(self) -> list[tuple[str, object, str]]:
+        """(variable, redacted value, source) for every setting, in the README's order."""
+        red, src = self.redacted(), self.sources()
+        return [(self.env_name(n), red[n], src[n]) for n in type(self).model_fields]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Settings):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted((k, repr(v)) for k, v in self.model_dump().items())))
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.redacted().items())
+        return f"Settings({shown})"
+
+    __str__ = __repr__
+
+
+def _sources_of(env: Mapping[str, str]) -> dict[str, str]:
+    return {k: "set" for k, v in env.items() if k.startswith("PTBILL_") and v != ""}
+
+
+def _parse_cds_clients(raw: str) -> tuple[tuple[str, str], ...]:
+    """PTBILL_CDS_CLIENTS: a JSON object mapping each trusted EHR's JWT ``iss`` to its JWKS URL."""
+    if not raw.strip():
+        return ()
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise ValueError('must be a JSON object {"<iss>": "<JWKS URL>"}') from None
+    if not isinstance(value, dict):
+        raise ValueError('must be a JSON object {"<iss>": "<JWKS URL>"}')
+    for iss, url in value.items():
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if not iss or parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError('must map each issuer to an http(s) JWKS URL {"<iss>": "<url>"}')
+    return tuple(sorted(value.items()))
+
+
+def _check_scheme(url: str, schemes: tuple[str, ...], *, allow_sqla: bool) -> None:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if allow_sqla and scheme.startswith("sqla+"):
+        return
+    if scheme in schemes:
+        return
+    known = [*schemes, *(["sqla+<dialect>"] if allow_sqla else [])]
+    if not scheme:
+        raise ValueError(f"must be a URL such as {schemes[0]}://host:6379/0")
+    close = difflib.get_close_matches(scheme, schemes, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]}://?" if close else f" (known: {', '.join(known)})"
+    raise ValueError(f"unknown scheme {scheme!r}{hint}")
+
+
+def _explain(ve: ValidationError) -> str:
+    """One line naming each bad variable (pydantic's messages, with the variable instead of the field)."""
+    parts: list[str] = []
+    for err in ve.errors(include_url=False):
+        loc = err.get("loc") or ()
+        key = str(loc[0]) if loc else "?"
+        var = Settings.env_name(key) if key in Settings.model_fields else key
+        got = err.get("input")
+        kind = err.get("type", "")
+        if kind in ("int_parsing", "int_from_float"):
+            msg = f"must be an integer, got {got!r}"
+        elif kind == "float_parsing":
+            msg = f"must be a number, got {got!r}"
+        elif kind == "bool_parsing":
+            msg = f"must be true or false, got {got!r}"
+        elif kind == "literal_error":
+            expected = (err.get("ctx") or {}).get("expected", "")
+            msg = f"must be {expected}, got {got!r}".replace("'", "")
+        else:
+            msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        parts.append(f"{var} {msg}" if msg.startswith("must") else f"{var}: {msg}")
+    return "; ".join(dict.fromkeys(parts))
+
+
+def unknown_variables(env: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """PTBILL_* variables ptbill does not read, each with the closest known name (or None)."""
+    e = os.environ if env is None else env
+    known = Settings.known_variables()
+    out: list[tuple[str, str | None]] = []
+    for name in sorted(k for k in e if k.startswith("PTBILL_") and k not in known):
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+        out.append((name, close[0] if close else None))
+    return out
+
+
+def unknown_variable_lines(env: Mapping[str, str] | None = None) -> list[str]:
+    return [
+        f"unknown variable {name} is ignored" + (f"; did you mean {hint}?" if hint else "")
+        for name, hint in unknown_variables(env)
+    ]
+
+
+# --- the README's configuration table ---------------------------------------------------------------
+
+
+def _shown_default(name: str, info: FieldInfo) -> str:
+    shown = _meta(info, "shown_default")
+    if shown is not None:
+        return str(shown)
+    d = info.default
+    if d is None:
+        return "-"
+    if isinstance(d, bool):
+        return f"`{str(d).lower()}`"
+    if isinstance(d, tuple):
+        return f"`{','.join(d)}`"
+    if isinstance(d, float) and d.is_integer():
+        return f"`{int(d)}`"
+    return f"`{d}`"
+
+
+def configuration_rows() -> Iterator[tuple[str, str, str]]:
+    for name, info in Settings.model_fields.items():
+        var = f"`{info.validation_alias}`" + (" (`_FILE`)" if _meta(info, "secret") else "")
+        yield var, _shown_default(name, info), str(info.description)
+
+
+def configuration_table() -> str:
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    lines += [f"| {v} | {d} | {m} |" for v, d, m in configuration_rows()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m integration.settings > table (README "Configuration")
+    sys.stdout.write(configuration_table())
+    cast(Any, sys.stdout).flush()

@@ -16,126 +16,58 @@ Rules enforced (every problem is collected, then all are raised together in one 
   * YAML mapping keys are unique (a duplicated key in a row or file is an error, not a silent override);
   * dates stay strings in YAML and must be ``YYYY-MM-DD``; ``expires`` (if any) is not before ``effective``;
   * every row has a non-empty ``source``;
-  * every table named in a file has a registered schema (``mappings.schemas``), rows match it
-    (pydantic, ``extra="forbid"``), and its key fields are unique among rows whose periods overlap;
-  * cross-reference checks registered by the schemas pass (e.g. a rule names an existing concept).
+  * every table named in a file has a schema among those passed in, rows match it (pydantic,
+    ``extra="forbid"``), and its key fields are unique among rows whose periods overlap;
+  * every schema passed in has its table;
+  * cross-reference checks registered by the schemas pass (e.g. a rule names an existing concept, a
+    rule the billing engine needs is in force on every date billing rules cover).
 
-Lookups are "as of" a date of service: ``tables.active("kx_thresholds", on=date(2026, 3, 1))``.
+``load_tables(directory, schemas)`` takes the schemas to check against (name -> ``Schema``); by default
+the shipped registry ``mappings.schemas.ALL_SCHEMAS``. Tests pass a subset (e.g. only the core and
+billing schemas) instead of patching this module.
+
+Lookups: ``tables.active(name, on)`` (untyped rows) and ``tables.as_of(on)`` (typed, see mappings.tables).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from integration.errors import MappingTableError
+from mappings.schemas import ALL_SCHEMAS
+from mappings.tables import (
+    AsOf,
+    MissingRuleError,
+    RowBase,
+    Schema,
+    Table,
+    Tables,
+    hashable,
+)
+
+__all__ = [
+    "MAPPINGS_DIR",
+    "AsOf",
+    "MissingRuleError",
+    "RowBase",
+    "Schema",
+    "Table",
+    "Tables",
+    "default_tables",
+    "load_tables",
+]
 
 MAPPINGS_DIR = Path(__file__).resolve().parent
 
-
-class RowBase(BaseModel):
-    """Fields every row of every table carries."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    source: str
-    effective: date
-    expires: date | None = None
-    note: str | None = None
-
-    @field_validator("source")
-    @classmethod
-    def _source_not_blank(cls, v: str) -> str:
-        if not v or not v.strip():
-            raise ValueError("source must name where the rule comes from")
-        return v
-
-    @field_validator("effective", "expires", mode="before")
-    @classmethod
-    def _iso_date(cls, v: Any) -> Any:
-        if v is None or isinstance(v, date):
-            return v
-        if not isinstance(v, str) or len(v) != 10 or v[4] != "-" or v[7] != "-":
-            raise ValueError(f"dates must be written YYYY-MM-DD, got {v!r}")
-        return v
-
-    @model_validator(mode="after")
-    def _period_ordered(self) -> RowBase:
-        if self.expires is not None and self.expires < self.effective:
-            raise ValueError(f"expires {self.expires} is before effective {self.effective}")
-        return self
-
-    def active_on(self, on: date) -> bool:
-        return self.effective <= on and (self.expires is None or on <= self.expires)
-
-
-R = TypeVar("R", bound=RowBase)
-
 Problem = tuple[str, str, str]  # (file, row, message)
-
-
-@dataclass(frozen=True)
-class Schema(Generic[R]):
-    """How one table is checked: its row model, its key and optional cross-table checks."""
-
-    row_model: type[R]
-    key: tuple[str, ...]
-    # Called once all tables are loaded; returns (row label, message) pairs.
-    crossref: Callable[[Tables], Iterable[tuple[str, str]]] | None = None
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str
-    version: str
-    description: str
-    file: str
-    digest: str  # sha256 of the file's bytes, first 12 hex digits
-    rows: tuple[Any, ...]  # instances of the schema's row model
-
-    @property
-    def version_tag(self) -> str:
-        return f"{self.name}@{self.version}+{self.digest}"
-
-    def active(self, on: date | None) -> tuple[Any, ...]:
-        """Rows in force on ``on``; every row when ``on`` is None (date of service unknown)."""
-        if on is None:
-            return self.rows
-        return tuple(r for r in self.rows if r.active_on(on))
-
-
-@dataclass(frozen=True)
-class Tables:
-    tables: dict[str, Table] = field(default_factory=dict)
-
-    def __getitem__(self, name: str) -> Table:
-        return self.tables[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.tables
-
-    def __iter__(self) -> Iterator[Table]:
-        return iter(self.tables.values())
-
-    def active(self, name: str, on: date | None) -> tuple[Any, ...]:
-        return self.tables[name].active(on)
-
-    def versions(self) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((t.name, f"{t.version}+{t.digest}") for t in self.tables.values()))
-
-    def fingerprint(self) -> str:
-        h = hashlib.sha256()
-        for name, ver in self.versions():
-            h.update(f"{name}={ver};".encode())
-        return h.hexdigest()[:12]
 
 
 # --- YAML with duplicate-key rejection and dates kept as strings -----------------------------
@@ -176,19 +108,15 @@ def _row_label(i: int, row: Any, key: tuple[str, ...]) -> str:
     return f"row {i + 1}"
 
 
-def _schemas() -> dict[str, Schema[Any]]:
-    from mappings.schemas import ALL_SCHEMAS
-
-    return ALL_SCHEMAS
-
-
-def load_tables(directory: Path | str | None = None) -> Tables:
-    """Load and check every ``*.yaml`` table below ``directory`` (default: this package).
+def load_tables(
+    directory: Path | str | None = None, schemas: Mapping[str, Schema[Any]] = ALL_SCHEMAS
+) -> Tables:
+    """Load and check every ``*.yaml`` table below ``directory`` (default: this package) against
+    ``schemas`` (default: the shipped registry).
 
     Raises MappingTableError listing every problem; never returns a partly valid set.
     """
     root = Path(directory) if directory is not None else MAPPINGS_DIR
-    schemas = _schemas()
     problems: list[Problem] = []
     tables: dict[str, Table] = {}
     files = sorted(root.rglob("*.yaml"))
@@ -222,7 +150,7 @@ def load_tables(directory: Path | str | None = None) -> Tables:
             continue
         schema = schemas.get(name)
         if schema is None:
-            problems.append((rel, "-", f"no schema registered for table {name!r} (mappings/schemas)"))
+            problems.append((rel, "-", f"no schema given for table {name!r} (see mappings/schemas)"))
             continue
         parsed: list[Any] = []
         for i, row in enumerate(rows):
@@ -239,7 +167,7 @@ def load_tables(directory: Path | str | None = None) -> Tables:
         # duplicate keys among rows whose periods overlap
         by_key: dict[tuple[Any, ...], list[tuple[int, Any]]] = {}
         for i, r in enumerate(parsed):
-            k = tuple(_hashable(getattr(r, f)) for f in schema.key)
+            k = tuple(hashable(getattr(r, f)) for f in schema.key)
             by_key.setdefault(k, []).append((i, r))
         for k, group in by_key.items():
             for a in range(len(group)):
@@ -261,6 +189,8 @@ def load_tables(directory: Path | str | None = None) -> Tables:
             file=rel,
             digest=hashlib.sha256(raw_bytes).hexdigest()[:12],
             rows=tuple(parsed),
+            row_model=schema.row_model,
+            key=schema.key,
         )
     missing = sorted(set(schemas) - set(tables))
     for name in missing:
@@ -275,14 +205,6 @@ def load_tables(directory: Path | str | None = None) -> Tables:
     if problems:
         raise MappingTableError(problems)
     return result
-
-
-def _hashable(v: Any) -> Any:
-    if isinstance(v, list | tuple):
-        return tuple(_hashable(x) for x in v)
-    if isinstance(v, dict):
-        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
-    return v
 
 
 def _overlap(a: RowBase, b: RowBase) -> bool:

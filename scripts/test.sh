@@ -4,7 +4,9 @@
 # 2. makes sure a Redis answers: PTBILL_TEST_REDIS_URL if set, else 127.0.0.1:6379 (db 15), else starts a
 #    throw-away redis-server on a free port (installing Debian's redis-server when it is missing and we are root),
 #    else stops with a clear message;
-# 3. runs ruff, mypy and pytest (all three layers: pure, client, integration). Extra args go to pytest.
+# 3. installs the Medplum test server's Node packages (npm ci, when needed), and makes sure Debian's chromium
+#    is there for the HTML report rendering test (installs it when missing and we are root);
+# 4. runs ruff, mypy and pytest (all three layers: pure, client, integration). Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -48,7 +50,30 @@ else
   echo "test.sh: started redis-server on port $PORT for the tests" >&2
 fi
 
-.venv/bin/ruff check integration tasks mappings tests bench
-.venv/bin/mypy
+# the Medplum test server's Node packages (tests/servers/medplum): npm ci when node_modules is missing or
+#    older than the lockfile.
+MEDPLUM_DIR=tests/servers/medplum
+if [ ! -f "$MEDPLUM_DIR/node_modules/.package-lock.json" ] \
+   || [ "$MEDPLUM_DIR/package-lock.json" -nt "$MEDPLUM_DIR/node_modules/.package-lock.json" ]; then
+  if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
+    echo "test.sh: node and npm are needed for the Medplum test server ($MEDPLUM_DIR): install Node 20+ with npm." >&2
+    exit 2
+  fi
+  echo "test.sh: installing the Medplum test server's packages (npm ci in $MEDPLUM_DIR)" >&2
+  (cd "$MEDPLUM_DIR" && npm ci --no-audit --no-fund --loglevel=error) >&2
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: chromium not found; installing Debian's chromium (headless HTML report test)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+      || echo "test.sh: could not install chromium; the HTML rendering test will be skipped" >&2
+  else
+    echo "test.sh: chromium not found (apt-get install chromium); the HTML rendering test will be skipped" >&2
+  fi
+fi
+
+.venv/bin/ruff check integration tasks mappings ptbill_demo tests bench
+.venv/bin/mypy  # strict on integration.billing and mappings: [[tool.mypy.overrides]] in pyproject.toml
 .venv/bin/ptbill mappings check >/dev/null
 .venv/bin/python -m pytest -q "$@"

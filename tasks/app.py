@@ -9,11 +9,12 @@ import logging
 from typing import Any
 
 from celery import Celery, signals
+from celery.worker.control import inspect_command
 
 from integration import logs
 from integration.errors import MappingTableError
 from integration.runner import Runtime, load_settings_tables
-from integration.settings import Settings
+from integration.settings import Settings, unknown_variable_lines
 from tasks.config import celery_config
 
 settings = Settings.from_env()
@@ -27,6 +28,7 @@ app.conf.update(celery_config(settings))
 log = logging.getLogger("ptbill.worker")
 
 _runtime: Runtime | None = None
+_tables_fingerprint: str | None = None  # of the tables this worker checked at start-up
 
 
 def runtime() -> Runtime:
@@ -47,6 +49,9 @@ def _check_tables(**_: Any) -> None:
     """Refuse to start on a bad mapping table: a worker must never bill from broken rules."""
     if not logging.getLogger().handlers:  # worker_init can run before setup_logging
         logs.configure(settings.log_level, settings.log_format)
+    for line in unknown_variable_lines():
+        log.warning(line)  # a typo in a PTBILL_* name must not pass for a setting in silence
+    global _tables_fingerprint
     try:
         tables = load_settings_tables(settings)
     except MappingTableError as e:
@@ -54,7 +59,21 @@ def _check_tables(**_: Any) -> None:
         for f, row, msg in e.problems:
             log.critical("mapping table problem", extra={"reason": f"{f}:{row}: {msg}"[:300]})
         raise SystemExit(3) from None
+    _tables_fingerprint = tables.fingerprint()
     log.info("mapping tables loaded", extra={"tables": dict(tables.versions())})
+
+
+@inspect_command(name="ptbill_settings")
+def _ptbill_settings(state: Any) -> dict[str, Any]:
+    """This worker's FHIR server, state Redis, tables and queues (ids, hashes, redacted URLs only)."""
+    from tasks.workers import identity
+
+    consumer = getattr(state.consumer, "task_consumer", None)
+    queues = [q.name for q in consumer.queues] if consumer is not None else []
+    global _tables_fingerprint
+    if _tables_fingerprint is None:
+        _tables_fingerprint = load_settings_tables(settings).fingerprint()
+    return identity(settings, _tables_fingerprint, queues)
 
 
 @signals.worker_process_init.connect

@@ -1,44 +1,65 @@
 """The ``ptbill`` command (an edge module: it may reach Celery; the integration library never does).
 
-  ptbill demo [--patients N]          embedded FHIR server + embedded broker + real Celery worker
-  ptbill seed --patients N            load a synthetic PT clinic into PTBILL_FHIR_BASE_URL
-  ptbill sync [--inline]              one sync run now (through the workers, or in this process)
-  ptbill backfill --since --until     re-process a window without moving the watermark
-  ptbill status [--json]              last sync, watermark, dead letters, Subscriptions; 1 if failing
-  ptbill retry-failed                 re-drive dead-lettered encounters
-  ptbill classify FILE|-              classify JSONL interventions (stable contract)
-  ptbill eval FILE                    accuracy report on labelled JSONL
-  ptbill process --bundle FILE        dry run: print the transaction Bundle that would be written
-  ptbill mappings check [--dir D]     validate the rule tables strictly
-  ptbill serve [--host H] [--port P]  the real-time feedback service: CDS Hooks + Subscription notifications
-  ptbill subscribe [--delete]         create/update ptbill's Subscriptions on the EMR (idempotent)
+  ptbill demo [--patients N] [--json]     embedded FHIR server, broker and Celery worker; readable summary
+  ptbill seed --patients N                load a synthetic PT clinic into PTBILL_FHIR_BASE_URL
+  ptbill sync [--inline]                  one sync run now (through the workers, or in this process)
+  ptbill backfill --since --until         re-process a window without moving the watermark
+  ptbill status [--json]                  last sync, staleness, dead letters, Subscriptions; 1 if unhealthy
+  ptbill retry-failed                     re-drive dead-lettered encounters
+  ptbill doctor [--json]                  check settings, FHIR server, Redis, broker, workers, tables
+  ptbill show ENCOUNTER                   one encounter's suggestions, evidence, findings and open tasks
+  ptbill report [--since --until] [--html FILE] [--csv FILE]   a period per code, therapist and payer
+  ptbill flower [--port P]                Celery Flower with ptbill's settings (basic auth required)
+  ptbill classify FILE|-                  classify JSONL interventions (stable contract)
+  ptbill eval FILE                        accuracy report on labelled JSONL
+  ptbill process --bundle FILE            dry run: print the transaction Bundle that would be written
+  ptbill mappings check [--dir D]         validate the rule tables strictly (default: PTBILL_MAPPINGS_DIR)
+  ptbill serve [--host H] [--port P]      real-time feedback: CDS Hooks and Subscription notifications
+  ptbill subscribe [--delete]             create/update ptbill's Subscriptions on the EMR (idempotent)
 
-stdout carries only the command's result; logs go to stderr.
+stdout carries only the command's result; logs and warnings go to stderr. The common failures (Redis or
+the broker down, a bad URL, 401, 404 on the base, bad settings or tables) end in one line with the fix,
+not a traceback (``ptbill --traceback ...`` shows it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from integration.errors import ConfigError, InputError, MappingTableError, PtbillError
+from integration import __version__
+from integration.errors import ConfigError, InputError, MappingTableError
+
+_current: dict[str, Any] = {}  # the settings this command read (for the one-line error messages)
 
 
 def _settings() -> Any:
     from integration.settings import Settings
 
-    return Settings.from_env()
+    s = Settings.from_env()
+    _current["settings"] = s
+    return s
 
 
 def _configure_logs(s: Any) -> None:
     from integration import logs
 
     logs.configure(s.log_level, s.log_format)
+
+
+def _err(line: str) -> None:
+    sys.stderr.write(f"ptbill: {line}\n")
+
+
+# --- classify / eval / process / mappings --------------------------------------------------------
 
 
 def cmd_classify(a: argparse.Namespace) -> int:
@@ -53,19 +74,36 @@ def cmd_eval(a: argparse.Namespace) -> int:
     return eval_main(a.file, sys.stdout)
 
 
+def mappings_dir_in_use(explicit: str | None) -> tuple[Path, str]:
+    """The tables a command checks: --dir, else PTBILL_MAPPINGS_DIR (as the worker reads it), else shipped."""
+    from mappings.loader import MAPPINGS_DIR
+
+    if explicit:
+        return Path(explicit), "--dir"
+    env = os.environ.get("PTBILL_MAPPINGS_DIR", "").strip()
+    if env:
+        return Path(env), "PTBILL_MAPPINGS_DIR"
+    return MAPPINGS_DIR, "shipped tables"
+
+
 def cmd_mappings_check(a: argparse.Namespace) -> int:
     from mappings.loader import load_tables
 
+    where, source = mappings_dir_in_use(a.dir)
+    print(f"checking {where} ({source})")
+    if not where.is_dir():
+        print(f"FAILED: {where} is not a directory")
+        return 1
     try:
-        tables = load_tables(a.dir)
+        tables = load_tables(where)
     except MappingTableError as e:
         for f, row, msg in e.problems:
             print(f"{f}: {row}: {msg}")
-        print(f"FAILED: {len(e.problems)} problem(s)")
+        print(f"FAILED: {len(e.problems)} problem(s) in {where}")
         return 1
     for t in tables:
         print(f"{t.file}: {t.name} {t.version} ({len(t.rows)} rows, sha {t.digest})")
-    print(f"OK: {len(tables.tables)} tables")
+    print(f"OK: {len(tables.tables)} tables in {where} (fingerprint {tables.fingerprint()})")
     return 0
 
 
@@ -94,9 +132,21 @@ def cmd_process(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- seed / sync / backfill ----------------------------------------------------------------------
+
+
+def _demo_tools(what: str) -> None:
+    """The demo tools ship as ptbill_demo with the [demo] extra; say so instead of an ImportError."""
+    import importlib.util
+
+    if importlib.util.find_spec("ptbill_demo") is None:
+        raise InputError(f"ptbill {what} needs the demo tools: pip install 'ptbill[demo]' (not in the image)")
+
+
 def cmd_seed(a: argparse.Namespace) -> int:
+    _demo_tools("seed")
     from integration.runner import make_client
-    from integration.synth import clinic_summary, generate_clinic
+    from ptbill_demo.synth import clinic_summary, generate_clinic
 
     s = _settings()
     _configure_logs(s)
@@ -108,13 +158,47 @@ def cmd_seed(a: argparse.Namespace) -> int:
     return 0
 
 
-def _wait_run(state: Any, run_id: str, timeout: float, progress: bool) -> dict[str, str]:
-    """Wait for a run to finish, showing a progress bar on stderr. Polls the run record in Redis."""
+def _run_status(info: dict[str, Any]) -> str:
+    """ok / partial (dead letters) / failed / timeout / skipped-locked / not-started."""
+    status = str(info.get("status") or "")
+    if status in ("failed", "timeout", "skipped-locked", "not-started"):
+        return status
+    return "partial" if int(info.get("dead_lettered", 0) or 0) else "ok"
+
+
+def _task_seen(app: Any, task_id: str) -> str | None:
+    """The worker holding the sync task (active, reserved, scheduled for a retry), if any."""
+    try:
+        replies = app.control.inspect(timeout=1.0).query_task(task_id) or {}
+    except Exception:  # best effort: only decides what the waiting line says
+        return None
+    for host, tasks in replies.items():
+        if tasks:
+            return str(host)
+    return None
+
+
+def _wait_run(
+    state: Any,
+    run_id: str,
+    timeout: float,
+    progress: bool,
+    *,
+    start_timeout: float | None = None,
+    app: Any = None,
+    task_id: str | None = None,
+) -> dict[str, str]:
+    """Wait for a run to finish, showing a progress bar on stderr. Polls the run record in Redis.
+
+    With ``start_timeout``: when no worker has started the run by then and none holds the task, stop
+    waiting at once (status ``not-started``) instead of waiting ``timeout`` in silence."""
     from tqdm import tqdm
 
-    deadline = time.monotonic() + timeout
+    t0 = time.monotonic()
+    deadline = t0 + timeout
     bar = None
     last_done = 0
+    held_by: str | None = None
     while time.monotonic() < deadline:
         info = state.run(run_id)
         if state.r.exists(f"{state.p}:run:{run_id}:final"):
@@ -131,6 +215,17 @@ def _wait_run(state: Any, run_id: str, timeout: float, progress: bool) -> dict[s
             if bar is not None:
                 bar.close()
             return {**info, "status": "failed", "reason": last.get("reason", "")}
+        if not info and start_timeout is not None and time.monotonic() - t0 > start_timeout:
+            holder = _task_seen(app, task_id) if app is not None and task_id else None
+            if holder is None:
+                return {
+                    "status": "not-started",
+                    "reason": f"no worker started the sync within {start_timeout:.0f} s",
+                }
+            if holder != held_by:
+                held_by = holder
+                _err(f"the sync is held by {holder} but has not started yet (retrying?); waiting")
+            start_timeout += 30.0  # ask again later
         dispatched = int(info.get("dispatched", 0) or 0)
         if progress and dispatched:
             if bar is None:
@@ -160,6 +255,7 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
     _configure_logs(s)
     rt = Runtime(s)
     if a.inline:
+        from integration.errors import PtbillError
         from integration.runner import failure_reason, finish_failed, finish_ok, process_one
 
         def dispatch(enc: str, run_id: str) -> None:
@@ -168,6 +264,7 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
             except Exception as e:  # like the worker: dead-letter this encounter, never stop the batch
                 finish_failed(rt, run_id, enc, failure_reason(e), 1)
 
+        rt.state.r.ping()  # Redis first: a clear line when it is down, before any work
         run = None
         run_id = uuid.uuid4().hex[:16]  # named up front, so a failure can release the lock it took
         try:
@@ -180,28 +277,49 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
             rt.state.record_failure(failure_reason(e), run_id)
             rt.state.release_sync_lock(run_id)
             print(json.dumps({"status": "failed", "run_id": run_id, "reason": failure_reason(e)}))
+            from tasks.explain import explain
+
+            ex = explain(e, s)
+            if ex is not None:
+                _err(ex.line())
             return 1
-        info = rt.state.run(run_id)
+        info: dict[str, Any] = rt.state.run(run_id)
     else:
+        from integration.runner import load_settings_tables
         from tasks.app import app
         from tasks.config import QUEUE_READ, TASK_SYNC
+        from tasks.workers import check_workers
 
-        if not app.control.ping(timeout=2.0):
-            sys.stderr.write(
-                "ptbill: no Celery worker answered; start one "
-                "(celery -A tasks.app worker -E -Q fhir_read,process,maintenance) or use --inline\n"
-            )
+        rt.state.r.ping()
+        check = check_workers(app, s, load_settings_tables(s).fingerprint(), timeout=2.0)
+        if not check.ok:
+            _err(f"{check.line}; {check.fix}")
             return 2
         run_id = uuid.uuid4().hex[:16]
+        task_id = uuid.uuid4().hex
         app.send_task(
             TASK_SYNC,
             kwargs={"run_id": run_id, "since": since, "until": until, "backfill": backfill},
             queue=QUEUE_READ,
+            task_id=task_id,
         )
-        info = _wait_run(rt.state, run_id, a.timeout, not a.quiet)
-    info = {**info, "run_id": run_id}
+        info = _wait_run(
+            rt.state,
+            run_id,
+            a.timeout,
+            not a.quiet,
+            start_timeout=a.start_timeout,
+            app=app,
+            task_id=task_id,
+        )
+    status = _run_status(info)
+    info = {**info, "run_id": run_id, "status": status}
     print(json.dumps(info, sort_keys=True))
-    return 0 if info.get("status") not in ("failed", "timeout", "skipped-locked") else 1
+    if status == "partial":
+        _err(f"run {run_id}: {info.get('dead_lettered')} encounter(s) dead-lettered; see ptbill status")
+    elif status != "ok":
+        _err(f"run {run_id} {status}" + (f": {info['reason']}" if info.get("reason") else ""))
+    return 0 if status == "ok" else 1
 
 
 def cmd_sync(a: argparse.Namespace) -> int:
@@ -211,6 +329,8 @@ def cmd_sync(a: argparse.Namespace) -> int:
 def cmd_backfill(a: argparse.Namespace) -> int:
     return _run(a, a.since, a.until, True)
 
+
+# --- status / retry-failed -----------------------------------------------------------------------
 
 _STATUS_COUNTERS = (
     "dispatched",
@@ -233,6 +353,20 @@ _STATUS_COUNTERS = (
     "fhir_write_requests",
 )
 
+# settings worth seeing on `ptbill status` (doctor shows them all)
+_STATUS_SETTINGS = (
+    "fhir_base_url",
+    "auth_type",
+    "redis_url",
+    "broker_url",
+    "sync_interval_seconds",
+    "stale_after_intervals",
+    "encounter_statuses",
+    "mappings_dir",
+    "fhir_request_budget",
+    "rate_limit",
+)
+
 
 def _counters(d: dict[str, Any]) -> dict[str, int]:
     """The numeric counters of a run record or the totals, known ones first, then skipped:/units:/..."""
@@ -253,14 +387,42 @@ def _as_int(v: Any) -> int:
         return 0
 
 
-def status_report(s: Any, st: Any) -> dict[str, Any]:
+def _instant(value: Any) -> datetime | None:
+    try:
+        dt = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+def status_report(s: Any, st: Any, now: datetime | None = None) -> dict[str, Any]:
     """Everything ``ptbill status`` shows, as plain data (``--json`` prints it as is)."""
+    now = now or datetime.now(UTC)
     last = st.last()
     ok = st.last_ok()
     dead = st.dead_letters()
     failed = last.get("status") == "failed"
+    stale_after = s.stale_after_intervals * s.sync_interval_seconds
+    ok_at = _instant(ok.get("finished")) if ok else None
+    first_at = _instant(last.get("started") or last.get("finished")) if last else None
+    since_ok = (now - ok_at).total_seconds() if ok_at else None
+    stale = (since_ok is not None and since_ok > stale_after) or (
+        ok_at is None and first_at is not None and (now - first_at).total_seconds() > stale_after
+    )
+    red = s.redacted()
     report: dict[str, Any] = {
-        "server": s.redacted()["fhir_base_url"],
+        "server": red["fhir_base_url"],
         "server_key": s.server_key,
         "watermark": st.watermark(),
         "ledger_complete": st.has_epoch(),
@@ -286,6 +448,9 @@ def status_report(s: Any, st: Any) -> dict[str, Any]:
         }
         if ok
         else None,
+        "seconds_since_success": int(since_ok) if since_ok is not None else None,
+        "stale_after_seconds": int(stale_after),
+        "stale": stale,
         "totals": _counters(st.totals()),
         "dead_letters": [
             {
@@ -297,12 +462,18 @@ def status_report(s: Any, st: Any) -> dict[str, Any]:
             }
             for enc, d in sorted(dead.items())
         ],
+        "settings": {s.env_name(k): red[k] for k in _STATUS_SETTINGS},
     }
     problems = []
     if failed:
         problems.append("last sync failed")
     if dead:
         problems.append(f"{len(dead)} dead-lettered encounter(s)")
+    if stale:
+        problems.append(
+            f"no successful sync for {_age(since_ok) if since_ok is not None else 'ever'} "
+            f"(more than {s.stale_after_intervals:g} x PTBILL_SYNC_INTERVAL={s.sync_interval_seconds} s)"
+        )
     if not last:
         problems.append("never synced")
     # real-time feedback: the Subscriptions `ptbill subscribe` made, with their state on the EMR
@@ -312,24 +483,15 @@ def status_report(s: Any, st: Any) -> dict[str, Any]:
         if sub.get("status") != "active":
             problems.append(f"subscription {sub['sid']} is {sub.get('status')}")
     subs_ok = all(p.get("status") == "active" for p in push["subscriptions"])
-    report["healthy"] = not (failed or dead) and subs_ok
+    report["healthy"] = not (failed or dead or stale) and subs_ok
     report["problems"] = problems
     return report
 
 
 def _push_status(s: Any, st: Any) -> dict[str, Any]:
-    from dataclasses import replace
+    from integration.push import subscription_status
 
-    from integration.push import PushState, subscription_report
-    from integration.runner import make_client
-
-    push = PushState(st)
-    if not push.subscriptions():
-        return {"subscriptions": [], "counters": push.stats()}
-    client = make_client(replace(s, http_timeout=min(s.http_timeout, 5.0)))
-    client.retries = 0  # status answers fast, also when the EMR does not
-    with client:
-        return subscription_report(client, push)
+    return subscription_status(s, st)
 
 
 def _print_status(report: dict[str, Any]) -> None:
@@ -353,7 +515,8 @@ def _print_status(report: dict[str, Any]) -> None:
     if ok is None:
         w("last successful:  (none)\n")
     else:
-        w(f"last successful:  {ok['finished']} (run {ok['run_id']}, up to {ok['until']})\n")
+        ago = report["seconds_since_success"]
+        w(f"last successful:  {ok['finished']} (run {ok['run_id']}, up to {ok['until']}; {_age(ago)} ago)\n")
     w("totals (all runs):\n")
     for k in ("processed", "unchanged", "created", "updated", "retired", "dead_lettered", "input_problems"):
         w(f"  {k:<22} {report['totals'].get(k, 0)}\n")
@@ -373,10 +536,14 @@ def _print_status(report: dict[str, Any]) -> None:
         w(f"  {sub['sid']}: {sub.get('status')} (Subscription/{sub.get('id')}, {sub.get('criteria')}){err}\n")
     if push.get("counters"):
         w("  notifications:  " + ", ".join(f"{k} {v}" for k, v in push["counters"].items()) + "\n")
+    w("settings (ptbill doctor shows all, with their sources):\n")
+    for k, v in report["settings"].items():
+        shown = ",".join(v) if isinstance(v, tuple | list) else ("-" if v is None else v)
+        w(f"  {k:<30} {shown}\n")
 
 
 def cmd_status(a: argparse.Namespace) -> int:
-    """Exit 0 when healthy; 1 when the last sync failed or encounters are dead-lettered."""
+    """Exit 0 when healthy; 1 when the last sync failed, encounters are dead-lettered or syncs are stale."""
     from integration.state import StateStore
 
     s = _settings()
@@ -414,6 +581,9 @@ def cmd_retry_failed(a: argparse.Namespace) -> int:
     return 0
 
 
+# --- serve / subscribe (real-time feedback) ----------------------------------------------------
+
+
 def cmd_serve(a: argparse.Namespace) -> int:
     from tasks.web import serve
 
@@ -423,7 +593,6 @@ def cmd_serve(a: argparse.Namespace) -> int:
 def cmd_subscribe(a: argparse.Namespace) -> int:
     """Create or update ptbill's Subscriptions on the EMR; prints what it did, exits 1 on any error."""
     from integration.cds.subscriptions import build_specs
-    from integration.errors import FhirError
     from integration.push import PushState, ensure_subscriptions
     from integration.runner import make_client
     from integration.state import StateStore
@@ -441,51 +610,200 @@ def cmd_subscribe(a: argparse.Namespace) -> int:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     push = PushState(StateStore.from_url(s.redis_url, s.server_key))
-    try:
-        with make_client(s) as client:
-            report = ensure_subscriptions(client, specs, push, delete=a.delete)
-    except FhirError as e:
-        from integration.runner import failure_reason
-
-        print(json.dumps({"status": "failed", "reason": failure_reason(e)}))
-        return 1
+    with make_client(s) as client:  # an unreachable EMR, 401, 404 on the base: one line (tasks.explain)
+        report = ensure_subscriptions(client, specs, push, delete=a.delete)
     print(json.dumps({"service": base, "subscriptions": report}, indent=2, sort_keys=True))
     return 0 if all(r.get("status") != "error" for r in report) else 1
 
 
-def cmd_demo(a: argparse.Namespace) -> int:
-    from tasks.demo import run_demo
+# --- doctor / show / report / flower / demo ------------------------------------------------------
 
-    return run_demo(patients=a.patients, seed=a.seed, workers=a.workers, keep=a.keep)
+
+def cmd_doctor(a: argparse.Namespace) -> int:
+    from tasks.doctor import main as doctor_main
+
+    return doctor_main(os.environ, as_json=a.json, workers=not a.no_workers, wait=a.wait)
+
+
+def _reader(s: Any) -> tuple[Any, Any]:
+    from integration.review.read import Reader
+    from integration.runner import load_settings_tables, make_client
+
+    tables = load_settings_tables(s)
+    client = make_client(s)
+    return Reader(client, tables), tables
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from integration.review.lookup import fees_are_placeholders
+    from integration.review.text import render_encounter
+
+    s = _settings()
+    _configure_logs(s)
+    encounter = a.encounter.removeprefix("Encounter/")
+    reader, tables = _reader(s)
+    with reader.client:
+        view = reader.encounter(encounter)
+    if view is None:
+        _err(
+            f"ptbill has written nothing for Encounter/{encounter} (not synced yet, or not an encounter here)"
+        )
+        return 1
+    if a.json:
+        print(json.dumps(asdict(view), indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(render_encounter(view, placeholder_fees=fees_are_placeholders(tables)))
+    return 0
+
+
+def _day(value: str) -> date:
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def build_report(s: Any, since: date, until: date) -> tuple[Any, list[Any]]:
+    """The period's Summary and encounter views, read from the FHIR server with settings ``s``."""
+    from integration.review.lookup import fees_are_placeholders
+    from integration.review.summary import summarize
+
+    reader, tables = _reader(s)
+    with reader.client:
+        views = reader.window(since, until)
+        flags = reader.active_flags()
+    summary = summarize(
+        views,
+        since=since.isoformat(),
+        until=until.isoformat(),
+        placeholder_fees=fees_are_placeholders(tables),
+        flags=flags,
+    )
+    return summary, views
+
+
+def write_report_files(
+    s: Any, summary: Any, views: list[Any], html: str | None, csv: str | None
+) -> list[str]:
+    from integration.review.csv_lines import write_csv
+    from integration.review.html import render_html
+
+    written = []
+    if html:
+        Path(html).write_text(render_html(summary, server=s.redacted()["fhir_base_url"]), encoding="utf-8")
+        written.append(str(Path(html).resolve()))
+    if csv:
+        with open(csv, "w", encoding="utf-8", newline="") as fh:
+            write_csv(views, fh)
+        written.append(str(Path(csv).resolve()))
+    return written
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from integration.review.text import render_summary
+
+    s = _settings()
+    _configure_logs(s)
+    until = a.until or date.today()
+    since = a.since or (until - timedelta(days=30))
+    if since > until:
+        _err(f"--since {since} is after --until {until}")
+        return 2
+    summary, views = build_report(s, since, until)
+    if a.json:
+        doc = asdict(summary)
+        doc.pop("lines_detail", None)
+        print(json.dumps(doc, indent=2, ensure_ascii=False))
+    else:
+        sys.stdout.write(render_summary(summary))
+    for path in write_report_files(s, summary, views, a.html, a.csv):
+        _err(f"wrote {path}")
+    return 0
+
+
+def cmd_flower(a: argparse.Namespace) -> int:
+    from tasks.flower import run
+
+    s = _settings()
+    return run(s, port=a.port, address=a.address, extra=a.flower_args)
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    _demo_tools("demo")
+    import importlib.util
+
+    from ptbill_demo.embedded import sekmet_executable
+
+    if sekmet_executable() is None or importlib.util.find_spec("fakeredis") is None:
+        raise InputError(
+            "ptbill demo needs the [demo] extra (sekmet-fhir, fakeredis): pip install 'ptbill[demo]'"
+        )
+    from ptbill_demo.demo import run_demo
+
+    return run_demo(
+        patients=a.patients,
+        seed=a.seed,
+        workers=a.workers,
+        keep=a.keep,
+        as_json=a.json,
+        report_path=a.report,
+    )
+
+
+# --- the parser ----------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="ptbill", description="PT billing suggestions from FHIR R4 documentation"
+        prog="ptbill",
+        description="PT billing suggestions from FHIR R4 documentation, written back for a person to review",
     )
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.add_argument("--version", action="version", version=f"ptbill {__version__}")
+    p.add_argument(
+        "--traceback", action="store_true", help="show the full traceback of an error instead of one line"
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     d = sub.add_parser("demo", help="run the embedded demo (no Redis or FHIR server needed)")
-    d.add_argument("--patients", type=int, default=50)
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--workers", type=int, default=2, help="worker processes (concurrency)")
+    d.add_argument("--patients", type=int, default=50, help="patients in the synthetic clinic (default 50)")
+    d.add_argument("--seed", type=int, default=0, help="random seed of the synthetic clinic (default 0)")
+    d.add_argument("--workers", type=int, default=2, help="worker processes (concurrency, default 2)")
     d.add_argument("--keep", action="store_true", help="keep the embedded server running until Ctrl-C")
+    d.add_argument("--json", action="store_true", help="print the summary as JSON instead of tables")
+    d.add_argument(
+        "--report",
+        default=None,
+        metavar="FILE",
+        help="where to write the HTML report (default: the demo's tmp dir)",
+    )
     d.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("seed", help="load a synthetic PT clinic into the configured FHIR server")
-    s.add_argument("--patients", type=int, default=20)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--patients", type=int, default=20, help="patients to generate (default 20)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.set_defaults(fn=cmd_seed)
 
     for name, fn, help_ in (
-        ("sync", cmd_sync, "one sync run now"),
-        ("backfill", cmd_backfill, "re-process a window"),
+        ("sync", cmd_sync, "one sync run now; exit 1 when it failed or dead-lettered encounters"),
+        ("backfill", cmd_backfill, "re-process a window without moving the watermark"),
     ):
         sp = sub.add_parser(name, help=help_)
         sp.add_argument(
             "--inline", action="store_true", help="process in this process instead of the workers"
         )
-        sp.add_argument("--timeout", type=float, default=3600.0, help="seconds to wait for the workers")
+        sp.add_argument(
+            "--timeout", type=float, default=3600.0, help="seconds to wait for the workers to finish (3600)"
+        )
+        sp.add_argument(
+            "--start-timeout",
+            type=float,
+            default=60.0,
+            help="seconds to wait for a worker to start the run before giving up (60)",
+        )
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
         if name == "backfill":
             sp.add_argument("--since", required=True, help="ISO instant, exclusive")
@@ -494,33 +812,84 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser(
         "status",
-        help="sync status; exits 1 when the last sync failed, encounters are dead-lettered "
+        help="sync status; exits 1 when the last sync failed, dead letters exist, syncs are stale "
         "or a Subscription is not active",
     )
-    st.add_argument("--json", action="store_true")
+    st.add_argument("--json", action="store_true", help="print the report as JSON")
     st.set_defaults(fn=cmd_status)
 
     rf = sub.add_parser("retry-failed", help="re-drive dead-lettered encounters")
-    rf.add_argument("--inline", action="store_true")
+    rf.add_argument("--inline", action="store_true", help="re-process them in this process, not the workers")
     rf.set_defaults(fn=cmd_retry_failed)
 
+    doc = sub.add_parser(
+        "doctor", help="check settings, FHIR server, Redis, broker, workers and tables; exit 1 on any FAIL"
+    )
+    doc.add_argument("--json", action="store_true", help="print the checks as JSON")
+    doc.add_argument("--no-workers", action="store_true", help="skip the worker check (no workers expected)")
+    doc.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="repeat the checks until all pass or SECONDS have passed (a start-up wait, e.g. in compose)",
+    )
+    doc.set_defaults(fn=cmd_doctor)
+
+    sh = sub.add_parser(
+        "show", help="one encounter as ptbill left it: lines, evidence, findings, open tasks, amounts"
+    )
+    sh.add_argument("encounter", metavar="ENCOUNTER", help="the Encounter id (or Encounter/id)")
+    sh.add_argument("--json", action="store_true", help="print the encounter view as JSON")
+    sh.set_defaults(fn=cmd_show)
+
+    rp = sub.add_parser(
+        "report", help="a period per code, therapist and payer, findings, open attestations, amounts"
+    )
+    rp.add_argument("--since", type=_day, default=None, help="first date of service (default: 30 days ago)")
+    rp.add_argument("--until", type=_day, default=None, help="last date of service (default: today)")
+    rp.add_argument("--html", default=None, metavar="FILE", help="also write a self-contained HTML report")
+    rp.add_argument("--csv", default=None, metavar="FILE", help="also write the billing lines as CSV")
+    rp.add_argument("--json", action="store_true", help="print the figures as JSON instead of tables")
+    rp.set_defaults(fn=cmd_report)
+
+    fl = sub.add_parser(
+        "flower", help="Celery Flower with ptbill's settings (needs PTBILL_FLOWER_BASIC_AUTH)"
+    )
+    fl.add_argument("--port", type=int, default=5555, help="port to listen on (default 5555)")
+    fl.add_argument(
+        "--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this host only)"
+    )
+    fl.add_argument(
+        "flower_args",
+        nargs=argparse.REMAINDER,
+        help="further Flower options, after -- (e.g. -- --url_prefix=x)",
+    )
+    fl.set_defaults(fn=cmd_flower)
+
     c = sub.add_parser("classify", help="classify JSONL interventions")
-    c.add_argument("file")
+    c.add_argument(
+        "file", help="JSONL file of {id, text, body_site, minutes, codings?} lines, or - for stdin"
+    )
     c.set_defaults(fn=cmd_classify)
     e = sub.add_parser("eval", help="evaluate on labelled JSONL")
-    e.add_argument("file")
+    e.add_argument("file", help="labelled JSONL file")
     e.set_defaults(fn=cmd_eval)
 
     pr = sub.add_parser(
         "process", help="dry run on a FHIR Bundle: print the transaction that would be written"
     )
-    pr.add_argument("--bundle", required=True)
+    pr.add_argument("--bundle", required=True, help="a FHIR Bundle (JSON) with Encounters and Procedures")
     pr.add_argument("--mappings", default=None, help="mapping tables folder (default: shipped tables)")
     pr.set_defaults(fn=cmd_process)
 
     sv = sub.add_parser("serve", help="real-time feedback service: CDS Hooks, Subscription notifications")
-    sv.add_argument("--host", default=None, help="listen address (default PTBILL_SERVE_HOST, 127.0.0.1)")
-    sv.add_argument("--port", type=int, default=None, help="port (default PTBILL_SERVE_PORT, 8095)")
+    sv.add_argument(
+        "--host", default=None, help="address to listen on (default PTBILL_SERVE_HOST, else 127.0.0.1)"
+    )
+    sv.add_argument(
+        "--port", type=int, default=None, help="port to listen on (default PTBILL_SERVE_PORT, else 8095)"
+    )
     sv.set_defaults(fn=cmd_serve)
 
     sb = sub.add_parser("subscribe", help="create/update ptbill's Subscriptions on the EMR (idempotent)")
@@ -528,25 +897,41 @@ def build_parser() -> argparse.ArgumentParser:
     sb.set_defaults(fn=cmd_subscribe)
 
     m = sub.add_parser("mappings", help="mapping tables")
-    msub = m.add_subparsers(dest="mcmd", required=True)
+    msub = m.add_subparsers(dest="mcmd", required=True, metavar="ACTION")
     mc = msub.add_parser("check", help="validate every table strictly")
-    mc.add_argument("--dir", default=None)
+    mc.add_argument(
+        "--dir", default=None, help="tables folder (default: PTBILL_MAPPINGS_DIR, else the shipped tables)"
+    )
     mc.set_defaults(fn=cmd_mappings_check)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from integration.settings import unknown_variable_lines
+    from tasks.explain import EXIT_FAILED, explain
+
     args = build_parser().parse_args(argv)
+    if args.cmd != "doctor":  # doctor reports them as FAILs
+        for line in unknown_variable_lines():
+            _err(f"warning: {line}")
+    if args.cmd == "flower" and args.flower_args[:1] == ["--"]:
+        args.flower_args = args.flower_args[1:]
     try:
         return int(args.fn(args))
-    except ConfigError as e:
-        sys.stderr.write(f"ptbill: configuration error: {e}\n")
-        return 2
-    except MappingTableError as e:
-        sys.stderr.write(f"ptbill: {e}\n")
-        return 3
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if args.traceback:
+            raise
+        ex = explain(e, _current.get("settings"))
+        if ex is None:
+            _err(
+                f"unexpected error {type(e).__name__}; "
+                f"rerun with ptbill --traceback {args.cmd} ... for details"
+            )
+            return EXIT_FAILED
+        _err(ex.line())
+        return ex.code
 
 
 if __name__ == "__main__":

@@ -8,12 +8,17 @@ Public API::
 Official CMS NCCI files: ``load_ptp_file(path)``, ``load_mue_file(path)``; pass them as
 ``bill(..., edits=OfficialEdits(ptp=..., mue=...))`` or install once with
 ``register_official_edits(OfficialEdits(...))``. Without them the seed tables in
-mappings/billing/ are used. See integration/billing/engine.py for the order of rules.
+mappings/billing/ are used.
+
+Layout: ``engine.py`` runs the ordered ``STEPS`` (one module per rule under ``steps/``) over one
+``context.BillingContext``; ``rules.py`` gives the typed rule rows in force on the date of service;
+``units.py`` (unit arithmetic), ``timeline.py`` (clock-time arithmetic) and ``ncci.py`` (CMS files) are
+pure helpers. README "Rules as data" maps each rule to its step and its table.
 """
 
 from __future__ import annotations
 
-from integration.billing.engine import BillingResult, bill
+from integration.billing.engine import STEPS, BillingResult, bill
 from integration.billing.ncci import (
     MueEdit,
     OfficialEdits,
@@ -26,6 +31,7 @@ from integration.billing.ncci import (
 from integration.billing.units import allocate, ama_units, cms_total_units
 
 __all__ = [
+    "STEPS",
     "BillingResult",
     "MueEdit",
     "OfficialEdits",

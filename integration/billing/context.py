@@ -1,127 +1,174 @@
-"""Who pays and who treated: payer profile from Coverage, discipline/assistant from performers."""
+"""One encounter's billing work: the BillingContext every step reads and extends.
+
+A step is a module under ``integration/billing/steps/`` with ``apply(ctx)``; ``integration/billing/engine.py``
+runs them in one ordered list. Steps only add to the context (items, lines, modifiers, outputs) or narrow
+what is billed with a recorded reason (a Skipped entry and/or a finding) -- nothing is dropped silently.
+
+Each step names its rules as module constants: ``Rule(id, source)`` for the rule a finding rests on (the
+id and source travel into the DetectedIssue/Task/Flag), and plain string constants for the finding,
+action and flag codes it writes, so ``grep -rn BILL-TIME-OVERLAP integration/billing`` lands on its step.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Literal
 
-from integration.model import SOPT_SYSTEMS, EncounterFacts, Finding, Intervention
-from mappings.loader import Tables
+from integration.billing.ncci import OfficialEdits
+from integration.billing.rules import BillingRules
+from integration.model import (
+    ActionItem,
+    ClassifiedIntervention,
+    EncounterFacts,
+    Evidence,
+    Finding,
+    FlagItem,
+    Intervention,
+    Modifier,
+    Severity,
+    Skipped,
+)
+from mappings.schemas.billing import PayerProfile
+from mappings.schemas.core import BillableCode, Discipline
 
-RULE_PAYER = "PAYER-PROFILE"
-SRC_PAYER = "mappings/billing/payer_match.yaml + payer_profiles.yaml"
+Role = Literal["therapist", "assistant", "unknown"]
+Priority = Literal["routine", "urgent", "asap", "stat"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A rule a finding, task or flag rests on: its stable id and where it comes from."""
+
+    id: str
+    source: str
 
 
 @dataclass(frozen=True)
 class PayerContext:
-    profile: Any  # mappings.schemas.billing.PayerProfile
+    profile: PayerProfile
     coverage_id: str | None
     matched_by: str  # human-readable basis of the match
 
 
-def _coverage_active(cov: Any, on: date | None) -> bool:
-    if cov.status not in (None, "active"):
-        return False
-    if on is None:
-        return True
-    if cov.period_start is not None and on < cov.period_start:
-        return False
-    return not (cov.period_end is not None and on > cov.period_end)
-
-
-def resolve_payer(facts: EncounterFacts, tables: Tables) -> tuple[PayerContext, tuple[Finding, ...]]:
-    on = facts.date_of_service
-    profiles = {r.profile: r for r in tables.active("payer_profiles", on)}
-    default = profiles["default"]
-    active = [c for c in facts.coverages if _coverage_active(c, on)]
-    active.sort(key=lambda c: c.order if c.order is not None else 10_000)
-    if not active:
-        msg = (
-            "No active Coverage on the date of service; the default payer profile "
-            f"(unit rule {default.unit_rule}, no payer-specific edits) was used."
-        )
-        return PayerContext(default, None, "no active coverage"), (
-            Finding("BILL-PAYER-UNKNOWN", "moderate", msg, RULE_PAYER, SRC_PAYER),
-        )
-    cov = active[0]
-    rows = tables.active("payer_match", on)
-    chosen: tuple[str, str] | None = None  # (profile, basis)
-    ids = set(cov.payor_identifiers)
-    for r in rows:
-        if r.kind == "payor_identifier" and r.value in ids:
-            chosen = (r.profile, f"payor identifier {r.value}")
-            break
-    if chosen is None:
-        names = [n.lower() for n in cov.payor_names if n]
-        hits = [r for r in rows if r.kind == "payor_name" and any(r.value.lower() in n for n in names)]
-        if hits:
-            best = max(hits, key=lambda r: len(r.value))
-            chosen = (best.profile, f"payor name contains {best.value!r}")
-    if chosen is None:
-        sopt = [c.code for c in cov.type_codings if c.system in SOPT_SYSTEMS and c.code]
-        hits = [(r, code) for r in rows if r.kind == "sopt" for code in sopt if code.startswith(r.value)]
-        if hits:
-            best_r, code = max(hits, key=lambda h: len(h[0].value))
-            chosen = (best_r.profile, f"Source of Payment Typology {code} (prefix {best_r.value})")
-    findings: list[Finding] = []
-    if chosen is None or chosen[0] not in profiles:
-        basis = (
-            "payer not recognised" if chosen is None else f"profile {chosen[0]!r} not in force on this date"
-        )
-        findings.append(
-            Finding(
-                "BILL-PAYER-UNKNOWN",
-                "moderate",
-                f"Coverage {cov.id or '?'}: {basis}; the default payer profile (unit rule "
-                f"{default.unit_rule}, no payer-specific edits) was used. Add a payer_match row.",
-                RULE_PAYER,
-                SRC_PAYER,
-            )
-        )
-        return PayerContext(default, cov.id, basis), tuple(findings)
-    prof = profiles[chosen[0]]
-    if prof.profile == "default":
-        findings.append(
-            Finding(
-                "BILL-PAYER-DEFAULT",
-                "low",
-                f"Coverage {cov.id or '?'} ({chosen[1]}) maps to the default payer profile; "
-                "configure the plan's own profile for payer-specific rules.",
-                RULE_PAYER,
-                SRC_PAYER,
-            )
-        )
-    return PayerContext(prof, cov.id, chosen[1]), tuple(findings)
-
-
-# --- performers ---------------------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
-class Role:
-    discipline: str | None  # PT / OT / SLP / None (unknown)
-    assistant: bool | None  # None: unknown
+class Entry:
+    """What was documented for one code: a classified intervention, or one share of a mixed entry."""
+
+    ci: ClassifiedIntervention
+    code: str
+    minutes: int | None  # the Procedure's performed minutes, or the share's minutes
+    share: int | None = None  # index in Classification.shares; None: the whole intervention
+
+    @property
+    def pid(self) -> str:
+        return self.ci.intervention.id
 
 
-def performer_roles(itv: Intervention, facts: EncounterFacts, tables: Tables) -> list[Role]:
-    """One Role per performer of ``itv`` (function codings + the practitioner's codes)."""
-    table = {(r.system, r.code): r for r in tables.active("discipline_roles", facts.date_of_service)}
-    by_ref: dict[str, list[Any]] = {}
-    for p in facts.practitioners:
-        for ref in {p.reference, p.practitioner} - {None}:
-            by_ref.setdefault(str(ref), []).extend(p.codes)
-    roles: list[Role] = []
-    for perf in itv.performers:
-        codings = list(perf.function) + (by_ref.get(perf.actor, []) if perf.actor else [])
-        disc: str | None = None
-        asst: bool | None = None
-        for c in codings:
-            row = table.get((c.system, c.code))
-            if row is None:
-                continue
-            if row.discipline and disc is None:
-                disc = row.discipline
-            asst = bool(asst) or row.assistant
-        roles.append(Role(disc, asst))
-    return roles
+@dataclass(eq=False)  # compared by identity: two shares may hold equal values
+class Item:
+    """One billable piece of documented work: a classified intervention, or one code share of a mixed one."""
+
+    ci: ClassifiedIntervention
+    code: str
+    cat: BillableCode  # the code's catalogue row (replaced when a payer rule substitutes the code)
+    documented_minutes: int | None  # the Procedure's performed minutes, or the share's minutes
+    minutes: int | None  # minutes counted for billing (after time accounting and allocation)
+    # The plan of care: the code table's first discipline until the performers step reads the performer's.
+    discipline: Discipline
+    share: int | None = None  # index in Classification.shares; None: the whole intervention
+    allocated: bool = False  # minutes allocated from the documented total, not documented per item
+    discipline_known: bool = False  # read from the performer (not assumed from the code table)
+    role: Role = "unknown"  # set by the performers step
+
+    @property
+    def pid(self) -> str:
+        return self.ci.intervention.id
+
+    @property
+    def intervention(self) -> Intervention:
+        return self.ci.intervention
+
+    @property
+    def timed(self) -> bool:
+        return self.cat.timed
+
+
+@dataclass(eq=False)
+class Line:
+    """A billing line under construction (frozen into a BillingLine at the end)."""
+
+    code: str
+    units: int
+    discipline: Discipline
+    timed: bool
+    minutes: int | None
+    items: list[Item]
+    unit_rule: str
+    modifiers: list[Modifier] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    rule_ids: list[str] = field(default_factory=list)
+
+    @property
+    def procedure_ids(self) -> list[str]:
+        return list(dict.fromkeys(it.pid for it in self.items))
+
+    @property
+    def performer_refs(self) -> list[str]:
+        return [p.actor for it in self.items for p in it.intervention.performers if p.actor]
+
+
+@dataclass
+class BillingContext:
+    facts: EncounterFacts
+    classified: tuple[ClassifiedIntervention, ...]
+    rules: BillingRules
+    edits: OfficialEdits | None
+    payer: PayerContext | None = None
+    entries: list[Entry] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+    untimed_minutes: int = 0  # minutes of untimed services (total treatment time only)
+    findings: list[Finding] = field(default_factory=list)
+    actions: list[ActionItem] = field(default_factory=list)
+    flags: list[FlagItem] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    stopped: bool = False  # a step decided nothing further can be billed (e.g. no rules for the date)
+
+    @property
+    def on(self) -> date | None:
+        return self.facts.date_of_service
+
+    @property
+    def profile(self) -> PayerProfile:
+        if self.payer is None:
+            raise RuntimeError("the payer step has not run")  # an ordering bug, never input-dependent
+        return self.payer.profile
+
+    def finding(
+        self,
+        code: str,
+        severity: Severity,
+        message: str,
+        rule: Rule,
+        pids: tuple[str, ...] = (),
+        line: str | None = None,
+    ) -> None:
+        self.findings.append(Finding(code, severity, message, rule.id, rule.source, tuple(pids), line))
+
+    def action(
+        self,
+        code: str,
+        description: str,
+        rule: Rule,
+        pids: tuple[str, ...] = (),
+        line: str | None = None,
+        priority: Priority = "routine",
+    ) -> None:
+        self.actions.append(ActionItem(code, description, rule.id, rule.source, tuple(pids), line, priority))
+
+    def flag(self, code: str, message: str, rule: Rule, key: str = "") -> None:
+        self.flags.append(FlagItem(code, message, rule.id, rule.source, key))
+
+    def skip(self, pid: str, reason: str) -> None:
+        self.skipped.append(Skipped(pid, reason))

@@ -1,61 +1,94 @@
-"""Rule ids and the sources they rest on (for findings, actions, flags and line evidence).
+"""The billing rules in force on one date of service, as typed rows (``BillingRules.as_of(tables, on)``).
 
-Numeric values and payer settings live in mappings/billing/*.yaml; this module only names the
-logic rules the engine implements and where each comes from.
+Every lookup returns a schema row (``mappings.schemas.*``), so mypy checks the fields a step reads and
+jump-to-definition lands on the schema. Two kinds of lookup:
+
+* optional rows, where absence means something (no payer rule for a code, no KX threshold for a year,
+  a code not in the catalogue): ``None`` / a missing key, and the step says what it did about it;
+* required rules (a discipline's modifiers, the documentation intervals): ``discipline_modifier()`` and
+  ``documentation()`` raise ``MissingRuleError`` naming the table, the key and the date. The loader
+  already refuses tables with such a gap (mappings/schemas/billing.py), so this is a backstop, never a
+  fallback value.
+
+``on=None`` (date of service unknown) uses the latest row per key (``mappings.tables.AsOf``).
 """
 
 from __future__ import annotations
 
-SOURCES: dict[str, str] = {
-    "RULES-DATED": "mappings/*.yaml rows are looked up by date of service (effective/expires); "
-    "mappings/billing/payer_profiles.yaml",
-    "UNITS-CMS": "CMS Pub. 100-04 ch. 5 §20.2 total-time rule [PRIMARY] (billing-rules.md §2.1-2.2)",
-    "UNITS-AMA": "CPT midpoint rule as quoted by Premera (billing-rules.md §2.4) [PRIMARY text via payer]",
-    "UNITS-UNTIMED": "FCSO/NGS untimed codes: 1 unit per session; minutes count toward total treatment time "
-    "only "
-    "(billing-rules.md §1, §2.3)",
-    "UNITS-ONE-LINE": "FCSO: timed codes reported once per date of service on a single line (from "
-    "2021-04-19) "
-    "(billing-rules.md §2.1)",
-    "MINUTES-ALLOCATED": "MBPM ch. 15 §220.3: per-code minutes not required, totals are (billing-rules.md "
-    "§0.2, §2.3)",
-    "MINUTES-MISSING": "MBPM ch. 15 §220.3: total timed code minutes must be documented (billing-rules.md "
-    "§2.3)",
-    "MOD-GP": "MCPM ch. 5 §20.1; CR 10176: GP/GO/GN on every always-therapy code (billing-rules.md §4.1)",
-    "MOD-CQ": "cms.gov CQ/CO billing examples; MCPM ch. 5 §20.1; 10 % de minimis per unit (billing-rules.md "
-    "§4.2)",
-    "MOD-59": "CMS 'Proper Use of Modifier 59' Example 9 (97140/97530 distinct 15-minute time blocks); "
-    "X{EPSU} since 2015 (billing-rules.md §3.2, §4.4)",
-    "NCCI-PTP": "NCCI practitioner PTP edits (official quarterly file when loaded, else ncci_ptp_seed.yaml) "
-    "(billing-rules.md §3.1-3.2)",
-    "NCCI-MUE": "NCCI practitioner MUEs (official quarterly file when loaded, else mue_seed.yaml) "
-    "(billing-rules.md §3.3)",
-    "PAYER-CODE": "mappings/billing/payer_code_rules.yaml (billing-rules.md §5.5)",
-    "PAYER-COVERAGE": "mappings/billing/payer_profiles.yaml coverage allow-list (billing-rules.md §5.6)",
-    "PAYER-CAP": "mappings/billing/payer_profiles.yaml unit/visit caps (billing-rules.md §5.6)",
-    "PAYER-PRIOR-AUTH": "mappings/billing/payer_profiles.yaml prior authorisation (billing-rules.md §5.6)",
-    "PAYER-SAME-DAY": "mappings/billing/payer_profiles.yaml same-day exclusions (billing-rules.md §5.6)",
-    "PAYER-DENIES-59": "webpt.com blog: Anthem/Aetna/Humana deny 97530 with 97140 even with 59 [SECONDARY] "
-    "(billing-rules.md §3.2)",
-    "KX": "NGS CY2024 KX article; Noridian JE thresholds; mappings/billing/kx_thresholds.yaml and "
-    "fee_schedule.yaml "
-    "(billing-rules.md §4.3)",
-    "DOC-TOTALS": "MBPM ch. 15 §220.3: 'The billing and the total timed code treatment minutes must be "
-    "consistent' "
-    "(billing-rules.md §2.3, §5.1)",
-    "DOC-PROGRESS": "MBPM ch. 15 §220.3: progress report at least once every 10 treatment days "
-    "(billing-rules.md §5.1)",
-    "DOC-POC": "MBPM ch. 15 §220.1: plan of care certification interval at most 90 days (billing-rules.md "
-    "§5.1)",
-    "DOC-GROUP": "Carrier text (Transmittal 1753) via codingahead.com/APTA: 97150 once per session; "
-    "concurrent "
-    "procedures with 2+ patients -> only 97150 (billing-rules.md §5.2)",
-    "DOC-PERFORMER": "MBPM ch. 15 §220.3: identify each person who contributed; CQ/CO need PT vs PTA minutes "
-    "(billing-rules.md §4.2, §6.3)",
-    "DOC-EVAL-ASSISTANT": "Evaluations and progress reports are written by a clinician, not an assistant "
-    "(billing-rules.md §5.1)",
-}
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+
+from mappings.schemas.billing import (
+    DisciplineModifier,
+    DisciplineRole,
+    DocumentationRule,
+    DocumentationRuleName,
+    FeeScheduleRow,
+    KxThreshold,
+    MueSeedRow,
+    PayerCodeRule,
+    PayerMatch,
+    PayerProfile,
+    PtpSeedRow,
+)
+from mappings.schemas.core import BillableCode, Discipline
+from mappings.tables import AsOf, Tables
 
 
-def src(rule_id: str) -> str:
-    return SOURCES[rule_id]
+@dataclass(frozen=True)
+class BillingRules:
+    on: date | None
+    view: AsOf
+    profiles: Mapping[str, PayerProfile]
+    matches: tuple[PayerMatch, ...]
+    codes: Mapping[str, BillableCode]
+    code_rules: Mapping[tuple[str, str], PayerCodeRule]  # (profile, code) -> rule
+    roles: Mapping[tuple[str | None, str | None], DisciplineRole]  # (system, code) -> role
+    fees: Mapping[str, float]  # code -> allowed amount per unit
+    kx_thresholds: Mapping[tuple[int, str], KxThreshold]  # (year, bucket) -> threshold
+    ptp_seed: tuple[PtpSeedRow, ...]
+    mue_seed: Mapping[str, MueSeedRow]
+
+    @classmethod
+    def as_of(cls, tables: Tables, on: date | None) -> BillingRules:
+        key = (id(tables), on)
+        with _LOCK:
+            hit = _CACHE.get(key)
+        if hit is not None and hit[0] is tables:
+            return hit[1]
+        view = tables.as_of(on)
+        rules = cls(
+            on=on,
+            view=view,
+            profiles={r.profile: r for r in view.rows(PayerProfile)},
+            matches=view.rows(PayerMatch),
+            codes={r.code: r for r in view.rows(BillableCode)},
+            code_rules={(r.profile, r.code): r for r in view.rows(PayerCodeRule)},
+            roles={(r.system, r.code): r for r in view.rows(DisciplineRole)},
+            fees={r.code: r.allowed_amount for r in view.rows(FeeScheduleRow)},
+            kx_thresholds={(r.year, r.bucket): r for r in view.rows(KxThreshold)},
+            ptp_seed=view.rows(PtpSeedRow),
+            mue_seed={r.code: r for r in view.rows(MueSeedRow)},
+        )
+        with _LOCK:
+            if len(_CACHE) >= _CACHE_MAX:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = (tables, rules)
+        return rules
+
+    def discipline_modifier(self, discipline: Discipline) -> DisciplineModifier:
+        """GP/GO/GN and CQ/CO settings of a discipline (required: raises MissingRuleError when absent)."""
+        return self.view.one(DisciplineModifier, discipline=discipline)
+
+    def documentation(self, rule: DocumentationRuleName) -> int:
+        """A documentation interval or limit (required: raises MissingRuleError when absent)."""
+        return self.view.one(DocumentationRule, rule=rule).value
+
+
+# One BillingRules per (tables, date): building the indexes is cheap, but a sync bills thousands of
+# encounters on a handful of dates.
+_CACHE: dict[tuple[int, date | None], tuple[Tables, BillingRules]] = {}
+_CACHE_MAX = 64
+_LOCK = threading.Lock()

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
 
-from integration.billing.rules import SOURCES
+from integration.billing.context import Rule
 from integration.fhir.writeback import (
     ACTION_SYSTEM,
     EXT_RULE,
@@ -91,7 +91,8 @@ class RuleCatalog:
         object.__setattr__(self, "_memo", {})
 
     @classmethod
-    def from_tables(cls, tables: Tables, sources: Mapping[str, str] = SOURCES) -> RuleCatalog:
+    def from_tables(cls, tables: Tables, sources: Mapping[str, str] | None = None) -> RuleCatalog:
+        sources = engine_rule_sources() if sources is None else sources
         by_file = {t.file.rsplit("/", 1)[-1]: t.name for t in tables}
         rules: dict[str, list[str]] = {}
         for t in tables:
@@ -198,7 +199,21 @@ def first_sentence(text: str) -> str:
     return one[: m.start() + 1] if m else one
 
 
-_SOURCE_TEXTS = frozenset(SOURCES.values())
+@lru_cache(maxsize=1)
+def engine_rule_sources() -> Mapping[str, str]:
+    """rule id -> source of every rule the billing engine's steps name (their module-level ``Rule``s)."""
+    import sys
+
+    from integration.billing.engine import STEPS
+
+    out: dict[str, str] = {}
+    for step in STEPS:
+        for value in vars(sys.modules[step.__module__]).values():
+            if isinstance(value, Rule):
+                out.setdefault(value.id, value.source)
+    return out
+
+
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|])")
 
 
@@ -234,10 +249,14 @@ def _footer_text(
     engine: str,
 ) -> str:
     lines = []
+    known = engine_rule_sources()
+    shown: set[str] = set()
     for rid in dict.fromkeys(r for r in rule_ids if r):
-        src = SOURCES.get(rid)
+        src = known.get(rid)
+        if src:
+            shown.add(src)
         lines.append(f"- Rule `{rid}`" + (f": {md(src)}" if src else ""))
-    for s in dict.fromkeys(s for s in sources if s and s not in _SOURCE_TEXTS):
+    for s in dict.fromkeys(s for s in sources if s and s not in shown):
         lines.append(f"- Source: {md(s)}")
     named = "; ".join(f"{n} {v}" for n, v in tables)
     when = "" if recorded else " (versions loaded now; the resource did not record them)"
@@ -606,11 +625,15 @@ def patient_view_cards(
     return cards
 
 
-def card_lines(cards: Iterable[Mapping[str, Any]]) -> list[str]:
-    """One printable line per card (CDS Hooks JSON), e.g. for ``ptbill demo``:
-    ``[warning] Attestation needed: ... (ATTEST-59)``."""
+def card_rows(cards: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """(indicator, topic code, summary) per card (CDS Hooks JSON), for a table (``ptbill demo``)."""
     out = []
     for c in cards:
         topic = (c.get("source") or {}).get("topic") or {}
-        out.append(f"[{c.get('indicator')}] {c.get('summary')} ({topic.get('code', '-')})")
+        out.append((str(c.get("indicator")), str(topic.get("code", "-")), str(c.get("summary"))))
     return out
+
+
+def card_lines(cards: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One printable line per card (CDS Hooks JSON): ``[warning] Attestation needed: ... (ATTEST-59)``."""
+    return [f"[{indicator}] {summary} ({code})" for indicator, code, summary in card_rows(cards)]

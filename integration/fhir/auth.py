@@ -144,6 +144,17 @@ def strip_query(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the scheme's default port filled in: what same-origin compares."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return ("", url, None)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
 # --- simple schemes ------------------------------------------------------------------------------
 
 
@@ -234,7 +245,9 @@ class SmartBackendAuth:
     The assertion is signed by PyJWT (cryptography backend): ``iss = sub = client_id``, ``aud`` = token
     endpoint, random ``jti``, ``exp`` 4 minutes ahead. The token endpoint comes from ``token_url`` or is
     discovered from ``{base}/.well-known/smart-configuration`` (falling back to the CapabilityStatement's
-    oauth-uris extension). The access token is cached until 60 s before it expires.
+    oauth-uris extension); a discovered endpoint must share the FHIR base's origin (scheme, host, port),
+    or the signed assertion could be sent to whatever host a tampered or misconfigured document names.
+    The access token is cached until 60 s before it expires.
 
     ``clock`` is injectable for tests.
     """
@@ -349,7 +362,19 @@ class SmartBackendAuth:
             if self._token_url:
                 return self._token_url
             transport = self._require_transport()
-            self._token_url = self._discover(transport)
+            found = self._discover(transport)
+            if origin(found) != origin(transport.base_url):
+                # the signed assertion (and the scopes it asks for) must not be handed to another host
+                # because a discovery document says so: a different origin is trusted only when set
+                # explicitly (PTBILL_SMART_TOKEN_URL / token_url=)
+                raise FhirAuthError(
+                    f"SMART token endpoint {strip_query(found)} is not on the FHIR server's origin "
+                    f"{'://'.join(origin(transport.base_url)[:2])}; set PTBILL_SMART_TOKEN_URL to it "
+                    "if the EMR's authorisation server really lives there",
+                    method="GET",
+                    url=strip_query(found),
+                )
+            self._token_url = found
             return self._token_url
 
     def _require_transport(self) -> AuthTransport:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator, model_validator
 
-from mappings.loader import RowBase, Schema, Tables
+from mappings.tables import RowBase, Schema, Tables
 
 SystemGroup = Literal["cpt", "hcpcs", "snomed", "local"]
 Context = Literal["main", "intent", "goal", "cue", "reason"]

@@ -21,6 +21,7 @@ from integration.fhir.auth import (
     public_jwk,
 )
 from integration.fhir.client import FhirClient
+from tests.client.conftest import ScriptedServer, TokenEndpoint
 
 TOKEN_URL = "https://auth.example.test/token"
 
@@ -207,6 +208,80 @@ def test_discovery_falls_back_to_capability_statement(fhir, rsa_pem):
     auth = SmartBackendAuth("ptbill", rsa_pem)
     bound(auth, fhir)
     assert auth.token_endpoint() == f"{fhir.root}/t"
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "https://auth.attacker.example/token",  # another host
+        "http://127.0.0.1:{other}/auth/token",  # same host, another port
+        "https://127.0.0.1:{port}/auth/token",  # same host and port, another scheme
+    ],
+)
+def test_discovered_token_endpoint_on_another_origin_is_refused(fhir, rsa_pem, elsewhere):
+    """The signed client assertion is never sent to a host the discovery document merely names."""
+    url = elsewhere.format(port=fhir.port, other=fhir.port + 1)
+    fhir.on("GET", "/fhir/.well-known/smart-configuration", fhir.json(200, {"token_endpoint": url}))
+    auth = SmartBackendAuth("ptbill", rsa_pem)
+    bound(auth, fhir)
+    with pytest.raises(FhirAuthError, match="not on the FHIR server's origin") as info:
+        auth.access_token()
+    assert "PTBILL_SMART_TOKEN_URL" in str(info.value)
+    assert "eyJ" not in str(info.value)
+    assert [r.path for r in fhir.requests] == ["/fhir/.well-known/smart-configuration"]  # nothing posted
+
+
+def test_capability_statement_token_endpoint_on_another_origin_is_refused(fhir, rsa_pem):
+    fhir.on("GET", "/fhir/.well-known/smart-configuration", fhir.outcome(404, "no"))
+    oauth = {
+        "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+        "extension": [{"url": "token", "valueUri": "https://auth.elsewhere.example/t"}],
+    }
+    fhir.on("GET", "/fhir/metadata", fhir.json(200, {"rest": [{"security": {"extension": [oauth]}}]}))
+    auth = SmartBackendAuth("ptbill", rsa_pem)
+    bound(auth, fhir)
+    with pytest.raises(FhirAuthError, match="origin"):
+        auth.token_endpoint()
+
+
+def test_same_origin_with_default_port_spelled_out_is_accepted(rsa_pem):
+    from integration.fhir.auth import origin
+
+    assert origin("https://EMR.example/fhir") == origin("https://emr.example:443/oauth/token")
+    assert origin("http://emr.example/fhir") != origin("https://emr.example/fhir")
+
+
+def test_explicit_token_url_on_another_origin_is_trusted(fhir, rsa_pem):
+    """An operator who configures PTBILL_SMART_TOKEN_URL decides: no discovery, no origin check."""
+    other = ScriptedServer()
+    try:
+        other.on("POST", "/oauth/token", TokenEndpoint())
+        auth = SmartBackendAuth("ptbill", rsa_pem, token_url=f"{other.root}/oauth/token")
+        bound(auth, fhir)
+        assert auth.access_token() == "tok-1"
+        assert fhir.requests == []  # discovery was not even asked
+        form = other.to("/oauth/token")[0].body.decode()
+        assert "client_assertion=" in form
+    finally:
+        other.stop()
+
+
+def test_settings_token_url_reaches_the_auth(fhir, rsa_pem):
+    from integration.runner import make_client
+    from integration.settings import Settings
+
+    s = Settings.from_env(
+        {
+            "PTBILL_FHIR_BASE_URL": fhir.base_url,
+            "PTBILL_FHIR_AUTH": "smart",
+            "PTBILL_SMART_CLIENT_ID": "ptbill",
+            "PTBILL_SMART_PRIVATE_KEY": rsa_pem.decode(),
+            "PTBILL_SMART_TOKEN_URL": "https://auth.elsewhere.example/token",
+        }
+    )
+    with make_client(s) as client:
+        assert client.auth is not None
+        assert client.auth.token_endpoint() == "https://auth.elsewhere.example/token"
 
 
 def test_no_token_endpoint_anywhere_is_an_auth_error(fhir, rsa_pem):

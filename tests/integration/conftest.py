@@ -16,7 +16,8 @@ import pytest
 import redis
 from celery import Celery
 
-from integration.embedded import SekmetServer, WorkerProcess
+from ptbill_demo.embedded import SekmetServer, WorkerProcess
+from tests.integration.medplum_fixtures import medplum_server  # noqa: F401  (the Medplum test server)
 from tests.integration.support import wait_for
 
 REDIS_URL = os.environ.get("PTBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")

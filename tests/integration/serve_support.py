@@ -19,8 +19,8 @@ import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from integration.embedded import SekmetServer, free_port, stop_group
 from integration.fhir.auth import public_jwk
+from ptbill_demo.embedded import SekmetServer, free_port, stop_group
 from tests.integration.support import REPO, wait_for
 
 

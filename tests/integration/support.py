@@ -15,7 +15,7 @@ from celery import Celery
 from integration.fhir.client import FhirClient
 from integration.settings import Settings
 from integration.state import StateStore
-from integration.synth import generate_clinic
+from ptbill_demo.synth import generate_clinic
 
 
 def env_for(server_url: str, redis_url: str, **extra: str) -> dict[str, str]:

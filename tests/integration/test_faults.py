@@ -32,7 +32,6 @@ from urllib.parse import unquote
 import pytest
 import redis
 
-from integration.embedded import SekmetServer, free_port
 from integration.fhir.client import FhirClient
 from integration.fhir.writeback import (
     ENCOUNTER_TAG,
@@ -56,7 +55,8 @@ from integration.runner import (
 from integration.settings import Settings
 from integration.state import StateStore
 from integration.sync import decide_group
-from integration.synth import generate_clinic
+from ptbill_demo.embedded import SekmetServer, free_port
+from ptbill_demo.synth import generate_clinic
 from tests.integration.faultproxy import (
     Fault,
     FaultPlan,

@@ -1,7 +1,9 @@
-"""Flower monitoring with real processes: Flower (basic auth) + a Celery worker with events + a sync.
+"""Flower monitoring with real processes: ``ptbill flower`` (basic auth from PTBILL_FLOWER_BASIC_AUTH) + a
+Celery worker with events + a sync.
 
 Through Flower's HTTP API: the worker is listed, ``ptbill.*`` tasks succeeded, requests without (or with
-wrong) credentials get 401, and the Prometheus ``/metrics`` endpoint answers with credentials.
+wrong) credentials get 401 — the Prometheus ``/metrics`` endpoint included — and it answers with them.
+Without credentials ``ptbill flower`` does not start at all.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from integration.embedded import free_port
-from tests.integration.support import env_for, seed, send_sync, state_for, wait_for, wait_run
+from ptbill_demo.embedded import free_port
+from tests.integration.support import env_for, ptbill, seed, send_sync, state_for, wait_for, wait_run
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +48,7 @@ def http(url: str, auth: tuple[str, str] | None = None, timeout: float = 5) -> t
 class Flower:
     def __init__(self, env: dict[str, str], log_path: Path):
         self.port = free_port()
-        self.env = {**env, "FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
+        self.env = {**env, "PTBILL_FLOWER_BASIC_AUTH": f"{USER}:{PASSWORD}"}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -57,16 +59,7 @@ class Flower:
     def start(self) -> Flower:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "tasks.app",
-                    "flower",
-                    f"--port={self.port}",
-                    "--address=127.0.0.1",
-                ],
+                [sys.executable, "-m", "tasks.cli", "flower", f"--port={self.port}"],
                 env=self.env,
                 cwd=REPO,
                 stdin=subprocess.DEVNULL,
@@ -179,9 +172,21 @@ def test_flower_sees_worker_and_ptbill_tasks(fhir_server, redis_url, workers, fl
     assert "flower_events_total" in text
     assert 'task="ptbill.encounter.process"' in text and 'type="task-succeeded"' in text
     assert name.split("@")[0] in text
-    # NB Flower 2.2 serves /metrics WITHOUT checking basic auth (its handler skips get_current_user):
-    # keep Flower's port off public networks. What it exposes is counters only: no task ids or arguments.
-    status, open_body = http(f"{flower.url}/metrics")
-    assert status == 200
-    assert run_id not in open_body.decode()
-    assert not any(tid in open_body.decode() for tid in tasks)
+    # Flower 2.2 itself serves /metrics without checking basic auth; `ptbill flower` protects it too
+    for creds in (None, (USER, "wrong")):
+        status, open_body = http(f"{flower.url}/metrics", creds)
+        assert status == 401
+        assert run_id not in open_body.decode(errors="replace")
+    # the credentials never appear on Flower's command line (ps shows that to every local user)
+    assert flower.proc is not None
+    cmdline = Path(f"/proc/{flower.proc.pid}/cmdline").read_bytes().decode(errors="replace")
+    assert PASSWORD not in cmdline
+
+
+def test_ptbill_flower_refuses_to_start_without_credentials(redis_url):
+    env = env_for("http://127.0.0.1:9/fhir", redis_url)
+    env.pop("FLOWER_BASIC_AUTH", None)
+    p = ptbill(env, "flower", "--port", str(free_port()), timeout=60)
+    assert p.returncode == 2
+    assert "ptbill flower needs PTBILL_FLOWER_BASIC_AUTH=user:password" in p.stderr
+    assert "Traceback" not in p.stderr

@@ -21,10 +21,10 @@ import httpx
 import pytest
 import redis
 
-from integration.embedded import free_port
 from integration.fhir.client import FhirClient
 from integration.fhir.writeback import ENCOUNTER_TAG, PTBILL_TAG, provenance_id
 from integration.push import PushState
+from ptbill_demo.embedded import free_port
 from tests.integration.serve_support import ServeProcess, notifying_sekmet
 from tests.integration.support import env_for, ptbill, seed, state_for, wait_for
 

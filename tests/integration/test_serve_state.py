@@ -11,9 +11,9 @@ import httpx
 import pytest
 import redis
 
-from integration.embedded import free_port
 from integration.push import PushState
 from integration.state import StateStore
+from ptbill_demo.embedded import free_port
 from tests.integration.serve_support import FakeEhr, ServeProcess, hook_request
 from tests.integration.support import env_for
 from tests.pure.cds_support import as_prefetch, load

@@ -8,10 +8,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from integration.embedded import SekmetServer, SekmetStartError
 from integration.errors import FhirAuthError, FhirNotFound
 from integration.fhir.auth import BearerAuth, SmartBackendAuth
 from integration.fhir.client import FhirClient, parse_transaction_response
+from ptbill_demo.embedded import SekmetServer, SekmetStartError
 
 pytestmark = [
     pytest.mark.integration,

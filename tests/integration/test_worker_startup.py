@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.embedded import WorkerProcess
+from ptbill_demo.embedded import WorkerProcess
 from tests.integration.support import env_for
 
 pytestmark = pytest.mark.integration

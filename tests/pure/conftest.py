@@ -22,6 +22,4 @@ def billing_tables(tmp_path_factory: pytest.TempPathFactory) -> Tables:
         (root / sub).mkdir()
         for f in (Path(loader.MAPPINGS_DIR) / sub).glob("*.yaml"):
             shutil.copy(f, root / sub / f.name)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(loader, "_schemas", lambda: {**core_schemas.SCHEMAS, **billing_schemas.SCHEMAS})
-        return loader.load_tables(root)
+    return loader.load_tables(root, schemas={**core_schemas.SCHEMAS, **billing_schemas.SCHEMAS})

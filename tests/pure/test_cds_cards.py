@@ -14,6 +14,9 @@ from integration.cds.cards import (
     INDICATORS,
     SUMMARY_MAX,
     RuleCatalog,
+    card_lines,
+    card_rows,
+    engine_rule_sources,
     patient_view_cards,
     summarize,
 )
@@ -118,6 +121,31 @@ def test_line_cards_carry_units_modifiers_minutes_and_the_unit_rule():
         "code": "97112",
         "display": "97112-GP",
     }
+
+
+def test_every_rule_on_a_card_is_an_engine_rule_with_its_source_or_a_table_row():
+    known = engine_rule_sources()  # collected from the billing steps' Rule constants
+    assert {"UNITS-CMS", "MOD-GP", "NCCI-PTP", "KX", "DOC-PROGRESS"} <= set(known)
+    for name in BUNDLES:
+        _, decision = sync_decision(name)
+        ids = {r for ln in decision.lines for r in ln.rule_ids}
+        ids |= {x.rule_id for x in (*decision.findings, *decision.actions, *decision.flags)}
+        for rid in ids:
+            assert rid in known or CATALOG.tables_for([rid]), (name, rid)
+    prefetch, enc, patient = as_prefetch(load("a_medicare_cms_units"))
+    card = next(c for c in discharge(prefetch, enc, patient) if c["source"]["topic"]["code"] == "97112")
+    assert f"- Rule `UNITS-CMS`: {known['UNITS-CMS'][:20]}" in card["detail"]
+
+
+def test_card_rows_and_lines_for_a_table_or_a_log():
+    prefetch, enc, patient = as_prefetch(load("a_medicare_cms_units"))
+    cards = discharge(prefetch, enc, patient)
+    rows = card_rows(cards)
+    assert len(rows) == len(cards)
+    assert rows[0] == (cards[0]["indicator"], cards[0]["source"]["topic"]["code"], cards[0]["summary"])
+    lines = card_lines(cards)
+    assert lines[0] == f"[{rows[0][0]}] {rows[0][2]} ({rows[0][1]})"
+    assert any(line.startswith("[info] Suggested 97112-GP x 2 units") for line in lines)
 
 
 def test_kx_cards_name_the_tables_and_versions_of_the_rule():
@@ -292,7 +320,8 @@ def test_patient_view_kx_flag_card_carries_the_basis_of_its_task():
 
 def test_patient_view_groups_open_tasks_and_ignores_closed_foreign_and_other_patients():
     resources, patient = written("c2_overlapping_attest_59")
-    task = next(r for r in resources if r["resourceType"] == "Task")
+    tasks = [r for r in resources if r["resourceType"] == "Task"]
+    task = next(r for r in tasks if r["code"]["coding"][0]["code"] == "ATTEST-59")
     second = {
         **task,
         "id": task["id"] + "-2",
@@ -312,7 +341,10 @@ def test_patient_view_groups_open_tasks_and_ignores_closed_foreign_and_other_pat
         {"resourceType": "Observation", "id": "o1"},
     ]
     cards = [c.to_json() for c in patient_view_cards([*resources, second, *noise], CATALOG, patient)]
-    assert [c["source"]["topic"]["code"] for c in cards] == ["ATTEST-59"]
+    codes = [c["source"]["topic"]["code"] for c in cards]
+    # one card per open task code (the engine also asks for DOC-TIME-OVERLAP here); attestations first
+    assert codes[0] == "ATTEST-59"
+    assert sorted(codes) == sorted({r["code"]["coding"][0]["code"] for r in tasks})
     card = cards[0]
     check_card(card)
     assert card["indicator"] == "warning"

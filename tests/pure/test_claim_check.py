@@ -12,8 +12,8 @@ from typing import Any
 
 from integration.fhir.extract import group_bundle
 from integration.sync import Group, decide_group, slim
-from integration.synth import generate_clinic
 from mappings.loader import default_tables
+from ptbill_demo.synth import generate_clinic
 
 
 def server_shape(bundles: list[dict[str, Any]]) -> dict[str, Any]:

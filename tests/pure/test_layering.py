@@ -13,6 +13,12 @@ PURE = [
     "integration/decide.py",
     "integration/fhir/extract.py",
     "integration/fhir/writeback.py",
+    "integration/review/model.py",
+    "integration/review/lookup.py",
+    "integration/review/summary.py",
+    "integration/review/text.py",
+    "integration/review/html.py",
+    "integration/review/csv_lines.py",
 ]
 PURE_DIRS = ["integration/classify", "integration/billing"]
 
@@ -35,7 +41,19 @@ def top(mod: str) -> str:
 def test_library_never_imports_celery_or_the_tasks_layer():
     for path in sorted((ROOT / "integration").rglob("*.py")):
         mods = {top(m) for m in imported_modules(path)}
-        assert not mods & {"celery", "kombu", "tasks"}, path
+        assert not mods & {"celery", "kombu", "tasks", "ptbill_demo"}, path
+
+
+def test_demo_tools_are_reached_only_by_the_cli_commands_that_need_them():
+    """ptbill_demo (synthetic data, embedded servers, the demo) is a tool the Celery layer never uses."""
+    for path in sorted((ROOT / "tasks").rglob("*.py")):
+        mods = {top(m) for m in imported_modules(path)}
+        if path.name != "cli.py":
+            assert "ptbill_demo" not in mods, path
+    assert (
+        not (ROOT / "integration" / "embedded.py").exists()
+        and not (ROOT / "integration" / "synth.py").exists()
+    )
 
 
 def test_domain_is_pure():

@@ -91,10 +91,12 @@ EXAMPLES: list[tuple[str, list[tuple[str, int, tuple[str, ...]]], set[str], set[
         set(),
     ),
     (
-        "c2_overlapping_attest_59.json",  # 97530 starts while 97140 is still going: no 59, a Task
+        # 97530 starts while 97140 is still going: no 59 (a Task to attest), and the 6 shared minutes are
+        # counted once (31 documented, 25 counted: still 1 + 1 units), with a finding and a Task (fix times)
+        "c2_overlapping_attest_59.json",
         [("97140", 1, ("GP",)), ("97530", 1, ("GP",))],
-        set(),
-        {"ATTEST-59"},
+        {"BILL-TIME-OVERLAP"},
+        {"ATTEST-59", "DOC-TIME-OVERLAP"},
         set(),
     ),
     (

@@ -207,3 +207,139 @@ def test_server_key_is_stable_and_hides_the_url():
     b = Settings.from_env({"PTBILL_FHIR_BASE_URL": "https://emr.example/fhir"})
     assert a.server_key == b.server_key and len(a.server_key) == 12
     assert "emr" not in a.server_key
+
+
+# --- pydantic-settings: bad values are named, never replaced by defaults ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"PTBILL_BROKER_URL": "reddis://127.0.0.1:6379/0"},
+            "PTBILL_BROKER_URL: unknown scheme 'reddis'; did you mean redis://?",
+        ),
+        ({"PTBILL_REDIS_URL": "http://127.0.0.1:6379/0"}, "PTBILL_REDIS_URL: unknown scheme 'http'"),
+        ({"PTBILL_BROKER_URL": "127.0.0.1:6379"}, "PTBILL_BROKER_URL must be a URL"),
+        ({"PTBILL_FHIR_BASE_URL": ""}, "PTBILL_FHIR_BASE_URL is set but empty"),
+        ({"PTBILL_FHIR_BASE_URL": "   "}, "PTBILL_FHIR_BASE_URL is set but empty"),
+        ({"PTBILL_BROKER_URL": ""}, "PTBILL_BROKER_URL is set but empty"),
+        ({"PTBILL_FHIR_BASE_URL": "emr.example/fhir"}, "PTBILL_FHIR_BASE_URL must be an http(s) URL"),
+        ({"PTBILL_FHIR_BASE_URL": "https://emr.example/fhir?x=1"}, "without query"),
+        ({"PTBILL_SMART_TOKEN_URL": "/token"}, "PTBILL_SMART_TOKEN_URL must be an http(s) URL"),
+        ({"PTBILL_RATE_LIMIT": "fast"}, "PTBILL_RATE_LIMIT must be a positive rate"),
+        ({"PTBILL_FHIR_REQUEST_BUDGET": "0/s"}, "PTBILL_FHIR_REQUEST_BUDGET must be a positive rate"),
+        ({"PTBILL_SMART_ALG": "HS256"}, "PTBILL_SMART_ALG must be one of RS384"),
+        ({"PTBILL_INITIAL_SINCE": "last week"}, "PTBILL_INITIAL_SINCE must be an ISO instant"),
+        ({"PTBILL_STALE_AFTER_INTERVALS": "0"}, "PTBILL_STALE_AFTER_INTERVALS must be positive"),
+        ({"PTBILL_MAPPINGS_DIR": "/nonexistent/mappings"}, "PTBILL_MAPPINGS_DIR names no directory"),
+        ({"PTBILL_CA_BUNDLE": "/nonexistent/ca.pem"}, "PTBILL_CA_BUNDLE names no readable file"),
+        ({"PTBILL_PROCEDURE_FETCH": "all"}, "PTBILL_PROCEDURE_FETCH must be by-encounter or revinclude"),
+    ],
+)
+def test_bad_values_are_one_clear_line(env, message):
+    with pytest.raises(ConfigError) as ei:
+        Settings.from_env(env)
+    assert message in str(ei.value)
+    assert "\n" not in str(ei.value)
+    assert "validation error" not in str(ei.value)  # pydantic's wording is translated
+
+
+def test_several_bad_values_are_all_named_in_one_line():
+    with pytest.raises(ConfigError) as ei:
+        Settings.from_env({"PTBILL_PAGE_SIZE": "x", "PTBILL_HTTP_TIMEOUT": "y"})
+    assert "PTBILL_PAGE_SIZE" in str(ei.value) and "PTBILL_HTTP_TIMEOUT" in str(ei.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "attr", "expected"),
+    [
+        ({}, "rate_limit", None),  # no per-process Celery rate limit by default
+        ({"PTBILL_RATE_LIMIT": "20/s"}, "rate_limit", "20/s"),  # the old spelling still works
+        ({"PTBILL_RATE_LIMIT": ""}, "rate_limit", None),
+        ({}, "fhir_request_budget", None),
+        ({"PTBILL_FHIR_REQUEST_BUDGET": "3000/m"}, "request_budget_per_second", 50.0),
+        ({"PTBILL_FHIR_REQUEST_BUDGET": "25"}, "request_budget_per_second", 25.0),
+        ({"PTBILL_SMART_ALG": "es384"}, "smart_alg", "ES384"),
+        ({"PTBILL_BROKER_URL": "sqla+sqlite:///tmp/b.db"}, "broker_url", "sqla+sqlite:///tmp/b.db"),
+        ({"PTBILL_SMART_CLIENT_ID": ""}, "smart_client_id", None),  # compose's ${X:-} is "not set"
+    ],
+)
+def test_more_env_parsing(env, attr, expected):
+    assert getattr(Settings.from_env(env), attr) == expected
+
+
+def test_settings_in_code_never_read_the_environment(monkeypatch):
+    monkeypatch.setenv("PTBILL_PAGE_SIZE", "7")
+    assert Settings().page_size == 100
+    assert Settings(page_size=9).page_size == 9
+    assert Settings.from_env().page_size == 7  # os.environ is the default of from_env
+
+
+def test_settings_are_frozen():
+    s = Settings()
+    with pytest.raises(Exception):  # pydantic's ValidationError (frozen instance)
+        s.page_size = 5  # type: ignore[misc]
+
+
+def test_sources_say_where_each_value_came_from(tmp_path: Path):
+    f = tmp_path / "tok"
+    f.write_text(SECRET)
+    s = Settings.from_env(
+        {
+            "PTBILL_FHIR_AUTH": "bearer",
+            "PTBILL_FHIR_TOKEN_FILE": str(f),
+            "PTBILL_BROKER_URL": "redis://h:1/2",
+            "PTBILL_PAGE_SIZE": "50",
+        }
+    )
+    src = s.sources()
+    assert src["auth_type"] == "env PTBILL_FHIR_AUTH"
+    assert src["auth_token"] == "file PTBILL_FHIR_TOKEN_FILE"
+    assert src["page_size"] == "env PTBILL_PAGE_SIZE"
+    assert src["redis_url"].startswith("env PTBILL_BROKER_URL")
+    assert src["http_timeout"] == "default"
+    rows = {var: (value, source) for var, value, source in s.describe()}
+    assert rows["PTBILL_FHIR_TOKEN"] == ("***", "file PTBILL_FHIR_TOKEN_FILE")
+    assert rows["PTBILL_PAGE_SIZE"] == (50, "env PTBILL_PAGE_SIZE")
+    assert SECRET not in repr(s.describe())
+
+
+def test_unknown_variables_are_flagged_with_the_closest_known_name():
+    from integration.settings import unknown_variable_lines, unknown_variables
+
+    env = {
+        "PTBILL_FHIR_BASEURL": "https://emr.example/fhir",
+        "PTBILL_BROKER": "redis://x",
+        "PTBILL_WHATEVER_ELSE": "1",
+        "PTBILL_FHIR_TOKEN_FILE": "/run/secrets/t",  # known: the file variant of a secret
+        "PTBILL_TEST_REDIS_URL": "redis://127.0.0.1:6379/5",  # read by the test harness
+        "PATH": "/usr/bin",
+    }
+    found = dict(unknown_variables(env))
+    assert found == {
+        "PTBILL_BROKER": "PTBILL_BROKER_URL",
+        "PTBILL_FHIR_BASEURL": "PTBILL_FHIR_BASE_URL",
+        "PTBILL_WHATEVER_ELSE": None,
+    }
+    lines = unknown_variable_lines(env)
+    assert "unknown variable PTBILL_FHIR_BASEURL is ignored; did you mean PTBILL_FHIR_BASE_URL?" in lines
+    # the typo is not read as the setting (the CLI and doctor say so; see tests/integration/test_cli_ops.py)
+    env.pop("PTBILL_FHIR_TOKEN_FILE")
+    assert Settings.from_env(env).fhir_base_url == Settings().fhir_base_url
+
+
+def test_known_variables_cover_every_field_and_secret_files():
+    known = Settings.known_variables()
+    assert {"PTBILL_FHIR_BASE_URL", "PTBILL_SMART_PRIVATE_KEY_FILE", "PTBILL_FLOWER_BASIC_AUTH_FILE"} <= known
+    assert "PTBILL_PAGE_SIZE_FILE" not in known  # only secrets have a _FILE variant
+
+
+def test_readme_configuration_table_is_generated_from_the_settings():
+    from integration.settings import configuration_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert configuration_table() in readme, (
+        "README's configuration table differs from integration/settings.py; "
+        "regenerate it with: python -m integration.settings"
+    )

@@ -1,4 +1,4 @@
-"""integration.synth: deterministic, valid, loadable, varied synthetic PT clinic data."""
+"""ptbill_demo.synth: deterministic, valid, loadable, varied synthetic PT clinic data."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from integration.fhir.extract import (
     group_bundle,
 )
 from integration.model import CPT, SNOMED, SOPT_SYSTEMS
-from integration.synth import SYNTH, TRUTH_TAG, clinic_summary, generate_clinic
+from ptbill_demo.synth import SYNTH, TRUTH_TAG, clinic_summary, generate_clinic
 
 
 @pytest.fixture(scope="module")
@@ -235,7 +235,7 @@ def test_prior_billed_charges_for_some_medicare_patients(clinic: list[dict[str, 
 
 def test_prior_charges_do_not_change_other_patients() -> None:
     """Prior charges use their own random stream: patients without them are generated as before."""
-    import integration.synth as synth
+    import ptbill_demo.synth as synth
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(synth, "PRIOR_EPISODE_SHARE", 0.0)

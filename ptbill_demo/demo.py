@@ -5,7 +5,9 @@
    PTBILL_BROKER_URL when it is set;
 3. a synthetic PT clinic seeded into the server;
 4. one full sync through a real Celery worker process (not eager mode), with a progress bar;
-5. a summary of what was written, read back from the FHIR server.
+5. what was written, read back from the FHIR server: tables per code (with descriptions and estimated
+   amounts), therapist and payer, every finding code with its meaning, open attestations; and the same
+   as an HTML report with charts (its path is printed). ``--json`` prints JSON instead of the tables.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from dataclasses import asdict
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-from integration.embedded import EmbeddedRedis, SekmetServer, WorkerProcess
 from integration.fhir.client import FhirClient
-from integration.fhir.writeback import EXT_MODIFIER, PTBILL_TAG
-from integration.synth import clinic_summary, generate_clinic
+from integration.fhir.writeback import PTBILL_TAG
+from ptbill_demo.embedded import EmbeddedRedis, SekmetServer, WorkerProcess
+from ptbill_demo.synth import clinic_summary, generate_clinic
 
 
 def _count(client: FhirClient, rtype: str, extra: list[tuple[str, str]] | None = None) -> int:
@@ -32,22 +36,15 @@ def _count(client: FhirClient, rtype: str, extra: list[tuple[str, str]] | None =
     return t if isinstance(t, int) else 0
 
 
-def _charge_summary(client: FhirClient) -> tuple[Counter[str], Counter[str], int]:
-    units: Counter[str] = Counter()
-    mods: Counter[str] = Counter()
-    n = 0
-    for e in client.search_entries("ChargeItem", [("_tag", f"{PTBILL_TAG}|ptbill"), ("status", "planned")]):
-        r = e.get("resource") or {}
-        n += 1
-        code = ((r.get("code") or {}).get("coding") or [{}])[0].get("code", "?")
-        units[code] += int((r.get("quantity") or {}).get("value") or 0)
-        for x in r.get("extension") or []:
-            if x.get("url") == EXT_MODIFIER:
-                mods[x["valueCodeableConcept"]["coding"][0]["code"]] += 1
-    return units, mods, n
-
-
-def run_demo(*, patients: int = 50, seed: int = 0, workers: int = 2, keep: bool = False) -> int:
+def run_demo(
+    *,
+    patients: int = 50,
+    seed: int = 0,
+    workers: int = 2,
+    keep: bool = False,
+    as_json: bool = False,
+    report_path: str | None = None,
+) -> int:
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="ptbill-demo-"))
     say = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
@@ -69,7 +66,6 @@ def run_demo(*, patients: int = 50, seed: int = 0, workers: int = 2, keep: bool 
             "PTBILL_REDIS_URL": state_url,
             "PTBILL_LOG_FORMAT": "json",
             "PTBILL_CLOCK_LAG_SECONDS": "0",  # nothing else writes to the embedded server
-            "PTBILL_RATE_LIMIT": os.environ.get("PTBILL_RATE_LIMIT", "1000/s"),
         }
         worker = WorkerProcess(env, tmp / "worker.log", concurrency=workers, name="ptbill-demo").start()
         say(f"[2/4] seeding a synthetic clinic: {patients} patients (seed {seed})")
@@ -94,7 +90,7 @@ def run_demo(*, patients: int = 50, seed: int = 0, workers: int = 2, keep: bool 
         from integration.settings import Settings
         from integration.state import StateStore
         from tasks.app import app
-        from tasks.cli import _wait_run
+        from tasks.cli import _wait_run, build_report, write_report_files
         from tasks.config import QUEUE_READ, TASK_SYNC
 
         settings = Settings.from_env()
@@ -111,34 +107,36 @@ def run_demo(*, patients: int = 50, seed: int = 0, workers: int = 2, keep: bool 
             return 1
         say("[4/4] reading back what was written")
         with FhirClient(server.base_url, timeout=60) as client:
-            units, mods, n_ci = _charge_summary(client)
             written = {
                 t: _count(client, t) for t in ("ChargeItem", "DetectedIssue", "Task", "Flag", "Provenance")
             }
-            findings: Counter[str] = Counter()
-            for e in client.search_entries("DetectedIssue", [("_tag", f"{PTBILL_TAG}|ptbill")]):
-                codes = ((e.get("resource") or {}).get("code") or {}).get("coding") or [{}]
-                findings[codes[0].get("code", "?")] += 1
-        summary: dict[str, Any] = {
+        summary, views = build_report(settings, *_dates_of(bundles))
+        html_path = Path(report_path) if report_path else tmp / "report.html"
+        write_report_files(settings, summary, views, str(html_path), None)
+        run: dict[str, Any] = {
             "encounters_synced": int(info.get("encounters", 0) or 0),
             "processed": int(info.get("processed", 0) or 0),
+            "unchanged": int(info.get("unchanged", 0) or 0),
             "dead_lettered": int(info.get("dead_lettered", 0) or 0),
             "skipped_procedures": {
                 k.split(":", 1)[1]: int(v) for k, v in info.items() if k.startswith("skipped:")
             },
             "written_to_fhir": written,
-            "units_by_code": dict(sorted(units.items())),
-            "modifiers": dict(sorted(mods.items())),
-            "findings_by_code": dict(findings.most_common()),
             "sync_seconds": round(sync_s, 1),
             "wall_seconds": round(time.perf_counter() - t_start, 1),
+            "html_report": str(html_path.resolve()),
         }
-        _print_summary(summary, n_ci)
+        if as_json:
+            doc = asdict(summary)
+            doc.pop("lines_detail", None)
+            print(json.dumps({"run": run, "report": doc}, indent=2, sort_keys=True))
+        else:
+            _print_summary(run, summary)
         if keep:
             say(f"embedded FHIR server still running at {server.base_url}; Ctrl-C to stop")
             while True:
                 time.sleep(3600)
-        return 0 if written.get("ChargeItem", 0) > 0 else 1
+        return 0 if written.get("ChargeItem", 0) > 0 and run["dead_lettered"] == 0 else 1
     finally:
         if worker is not None:
             worker.stop()
@@ -147,22 +145,42 @@ def run_demo(*, patients: int = 50, seed: int = 0, workers: int = 2, keep: bool 
             redis_srv.stop()
 
 
-def _print_summary(s: dict[str, Any], n_ci: int) -> None:
-    w = s["written_to_fhir"]
-    print("ptbill demo summary")
-    print(
-        f"  encounters synced     {s['encounters_synced']} (processed {s['processed']}, "
-        f"dead-lettered {s['dead_lettered']})"
+def _dates_of(bundles: list[dict[str, Any]]) -> tuple[date, date]:
+    """The synthetic clinic's first and last date of service (the report's period)."""
+    days = sorted(
+        str((e.get("resource") or {}).get("period", {}).get("start", ""))[:10]
+        for b in bundles
+        for e in b.get("entry") or []
+        if (e.get("resource") or {}).get("resourceType") == "Encounter"
     )
-    print("  written to the EMR    " + ", ".join(f"{k} {v}" for k, v in w.items()))
-    print(f"  billing lines         {n_ci} ChargeItems, {sum(s['units_by_code'].values())} units")
-    for code, u in s["units_by_code"].items():
-        print(f"    {code:<8} {u:>5} units")
-    print("  modifiers             " + (", ".join(f"{k} x{v}" for k, v in s["modifiers"].items()) or "none"))
-    print("  findings (DetectedIssue) by code:")
-    for code, n in list(s["findings_by_code"].items())[:15]:
-        print(f"    {code:<34} {n}")
-    if s["skipped_procedures"]:
-        print("  procedures skipped    " + ", ".join(f"{k} {v}" for k, v in s["skipped_procedures"].items()))
-    print(f"  sync {s['sync_seconds']} s, demo wall time {s['wall_seconds']} s")
-    print(json.dumps(s, sort_keys=True))
+    days = [d for d in days if d]
+    if not days:
+        today = date.today()
+        return today, today
+    return date.fromisoformat(days[0]), date.fromisoformat(days[-1])
+
+
+def _print_summary(run: dict[str, Any], summary: Any) -> None:
+    from integration.review.text import render_summary, table
+
+    w = run["written_to_fhir"]
+    print("ptbill demo")
+    print(
+        f"  synced {run['encounters_synced']} encounter(s): {run['processed']} processed, "
+        f"{run['unchanged']} unchanged, {run['dead_lettered']} dead-lettered "
+        f"(sync {run['sync_seconds']} s, demo {run['wall_seconds']} s)"
+    )
+    print("  written to the FHIR server: " + ", ".join(f"{n} {k}" for k, n in w.items()))
+    mods: Counter[str] = Counter(m for ln in summary.lines_detail for m in ln.modifiers)
+    if mods:
+        print("  modifiers suggested: " + ", ".join(f"{k} x{v}" for k, v in sorted(mods.items())))
+    skipped = run["skipped_procedures"]
+    if skipped:
+        print("")
+        print("PROCEDURES NOT BILLED (why)")
+        rows = [[reason, str(n)] for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1])]
+        print("\n".join("  " + line for line in table(["reason", "procedures"], rows, right=(1,))))
+    print("")
+    sys.stdout.write(render_summary(summary))
+    print("")
+    print(f"HTML report: {run['html_report']}")
