@@ -7,7 +7,9 @@
 4. one full sync through a real Celery worker process (not eager mode), with a progress bar;
 5. what was written, read back from the FHIR server: tables per code (with descriptions and estimated
    amounts), therapist and payer, every finding code with its meaning, open attestations; and the same
-   as an HTML report with charts (its path is printed). ``--json`` prints JSON instead of the tables.
+   as an HTML report with charts (its path is printed). ``--json`` prints JSON instead of the tables;
+6. real-time feedback: one encounter's CDS Hooks ``encounter-discharge`` cards, as ``ptbill serve`` would
+   answer the EMR (the same decide() as the sync: ``integration.hooks.cards_for_encounter``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from integration.errors import FhirError, InputError
 from integration.fhir.client import FhirClient
 from integration.fhir.writeback import PTBILL_TAG
 from ptbill_demo.embedded import EmbeddedRedis, SekmetServer, WorkerProcess
@@ -113,6 +116,7 @@ def run_demo(
         summary, views = build_report(settings, *_dates_of(bundles))
         html_path = Path(report_path) if report_path else tmp / "report.html"
         write_report_files(settings, summary, views, str(html_path), None)
+        cds = _example_cards(settings, server.base_url, views)
         run: dict[str, Any] = {
             "encounters_synced": int(info.get("encounters", 0) or 0),
             "processed": int(info.get("processed", 0) or 0),
@@ -125,6 +129,7 @@ def run_demo(
             "sync_seconds": round(sync_s, 1),
             "wall_seconds": round(time.perf_counter() - t_start, 1),
             "html_report": str(html_path.resolve()),
+            "cds_example": cds,
         }
         if as_json:
             doc = asdict(summary)
@@ -182,5 +187,55 @@ def _print_summary(run: dict[str, Any], summary: Any) -> None:
         print("\n".join("  " + line for line in table(["reason", "procedures"], rows, right=(1,))))
     print("")
     sys.stdout.write(render_summary(summary))
+    _print_cards(run["cds_example"])
     print("")
     print(f"HTML report: {run['html_report']}")
+
+
+def _example_encounter(views: list[Any]) -> Any | None:
+    """The encounter that shows the most kinds of advice: billed lines, then findings and open tasks."""
+    billed = [v for v in views if v.lines]
+    if not billed:
+        return None
+    return max(billed, key=lambda v: (len(v.findings) + len(v.open_tasks), len(v.lines), v.encounter_id))
+
+
+def _example_cards(settings: Any, base_url: str, views: list[Any]) -> dict[str, Any] | None:
+    """One encounter's ``encounter-discharge`` cards, read from the server as the CDS service would."""
+    from integration.cds.cards import card_rows
+    from integration.hooks import cards_for_encounter
+    from integration.runner import load_settings_tables
+
+    view = _example_encounter(views)
+    if view is None:
+        return None
+    try:
+        with FhirClient(base_url, timeout=60) as client:
+            cards = cards_for_encounter(client, view.encounter_id, load_settings_tables(settings))
+    except (FhirError, InputError) as e:
+        print(f"no CDS cards for Encounter/{view.encounter_id}: {type(e).__name__}", file=sys.stderr)
+        return None
+    return {
+        "encounter": view.encounter_id,
+        "date": view.date,
+        "payer": view.payer,
+        "cards": [
+            {"indicator": indicator, "code": code, "summary": summary}
+            for indicator, code, summary in card_rows(cards)
+        ],
+    }
+
+
+def _print_cards(example: dict[str, Any] | None) -> None:
+    from integration.review.text import table
+
+    if not example:
+        return
+    print("")
+    print("REAL-TIME FEEDBACK (CDS Hooks encounter-discharge cards, as ptbill serve answers the EMR)")
+    print(
+        f"  Encounter/{example['encounter']} ({example['date'] or 'no date'}, {example['payer']}): "
+        f"{len(example['cards'])} card(s)"
+    )
+    rows = [[c["indicator"], c["code"], c["summary"]] for c in example["cards"]]
+    print("\n".join("  " + line for line in table(["indicator", "topic", "card"], rows, wrap=80)))

@@ -211,6 +211,11 @@ def test_demo_prints_tables_and_writes_an_html_report(tmp_path):
         assert section in out
     assert "est. amount" in out and "$" in out
     assert f"HTML report: {report}" in out
+    # real-time feedback: one encounter's CDS Hooks cards, as a table (indicator, topic, card)
+    cards = out.split("REAL-TIME FEEDBACK (CDS Hooks encounter-discharge cards", 1)[1]
+    assert re.search(r"Encounter/\S+ \(.*\): \d+ card\(s\)", cards)
+    assert re.search(r"^\s+indicator\s+topic\s+card$", cards, re.M)
+    assert re.search(r"^\s+info\s+\d{5}\s+Suggested \d{5}", cards, re.M)  # a suggested line
     page = report.read_text()
     assert '<svg class="chart"' in page and "<rect" in page
     seen = render(report, tmp_path)
