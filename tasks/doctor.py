@@ -7,7 +7,9 @@
 4. redis: the state store answers PING;
 5. broker: the Celery broker accepts a connection;
 6. workers: a worker answers, with the same FHIR server, Redis and tables, on the queues a sync needs;
-7. mappings: the tables actually in use (PTBILL_MAPPINGS_DIR or the shipped ones) pass the strict check.
+7. mappings: the tables actually in use (PTBILL_MAPPINGS_DIR or the shipped ones) pass the strict check;
+8. subscriptions: the Subscriptions ``ptbill subscribe`` made are active on the EMR (when there are any;
+   not part of the ``--wait`` start-up wait: push is optional and the periodic sync does not need it).
 
 Exit status 1 when anything FAILs. Checks that need something that failed before are SKIPped.
 ``--wait SECONDS`` repeats the checks until all pass (a start-up wait for docker compose).
@@ -169,6 +171,31 @@ def _workers(s: Settings, fingerprint: str | None) -> Check:
     return Check("workers", "OK" if result.ok else "FAIL", result.line, result.fix)
 
 
+def _subscriptions(s: Settings) -> Check | None:
+    from integration.push import subscription_status
+    from integration.state import StateStore
+
+    try:
+        rows = subscription_status(s, StateStore.from_url(s.redis_url, s.server_key))["subscriptions"]
+    except Exception as e:  # reported, not raised: doctor must finish its list
+        ex = explain(e, s)
+        return Check("push", "FAIL", ex.what if ex else type(e).__name__, ex.fix if ex else "")
+    if not rows:
+        if not s.notify_secret:
+            return None  # push not in use here
+        return Check("push", "OK", "none made yet (ptbill subscribe creates them on the EMR)")
+    bad = [r for r in rows if r.get("status") != "active"]
+    if not bad:
+        sids = ", ".join(r["sid"] for r in rows)
+        return Check("push", "OK", f"{len(rows)} Subscription(s) active on the EMR ({sids})")
+    return Check(
+        "push",
+        "FAIL",
+        "; ".join(f"{r['sid']} is {r.get('status')}" for r in bad),
+        "ptbill subscribe re-requests them; ptbill status shows the EMR's reason",
+    )
+
+
 def _mappings(s: Settings | None) -> tuple[Check, str | None]:
     from mappings.loader import MAPPINGS_DIR, load_tables
 
@@ -190,7 +217,9 @@ def _mappings(s: Settings | None) -> tuple[Check, str | None]:
     return Check("mappings", "OK", f"{len(tables.tables)} tables valid in {where} (fingerprint {fp})"), fp
 
 
-def run_checks(env: Mapping[str, str], *, workers: bool = True) -> tuple[Settings | None, list[Check]]:
+def run_checks(
+    env: Mapping[str, str], *, workers: bool = True, subscriptions: bool = True
+) -> tuple[Settings | None, list[Check]]:
     s, checks = _configuration(env)
     checks += _variables(env)
     mappings, fingerprint = _mappings(s)
@@ -198,8 +227,10 @@ def run_checks(env: Mapping[str, str], *, workers: bool = True) -> tuple[Setting
         skipped = ("fhir", "redis", "broker", "workers")
         checks += [Check(n, "SKIP", "needs valid settings") for n in skipped]
         return s, [*checks, mappings]
-    checks += _fhir(s)
-    checks.append(_redis(s))
+    fhir = _fhir(s)
+    checks += fhir
+    redis_check = _redis(s)
+    checks.append(redis_check)
     broker = _broker(s)
     checks.append(broker)
     if not workers:
@@ -209,6 +240,10 @@ def run_checks(env: Mapping[str, str], *, workers: bool = True) -> tuple[Setting
     else:
         checks.append(Check("workers", "SKIP", "needs the broker"))
     checks.append(mappings)
+    if subscriptions and redis_check.level == "OK" and all(c.level == "OK" for c in fhir):
+        sub = _subscriptions(s)
+        if sub is not None:
+            checks.append(sub)
     return s, checks
 
 
@@ -233,7 +268,7 @@ def main(
     logging.getLogger().setLevel(logging.ERROR)  # the checks report; retries and warnings are noise here
     deadline = time.monotonic() + wait
     while True:
-        s, checks = run_checks(env, workers=workers)
+        s, checks = run_checks(env, workers=workers, subscriptions=wait <= 0)
         failed = [c for c in checks if c.level == "FAIL"]
         if not failed or time.monotonic() >= deadline:
             break
