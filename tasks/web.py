@@ -23,6 +23,7 @@ import gc
 import hmac
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -573,6 +574,33 @@ def serve(host: str | None = None, port: int | None = None) -> int:
     s = Settings.from_env()
     logs.configure(s.log_level, s.log_format)
     h, p = host or s.serve_host, port or s.serve_port
+    if not 0 < p < 65536:
+        raise ConfigError(f"--port must be a TCP port (1-65535), got {p}")
+    sock = _listen_socket(h, p)  # before the app starts: a port in use is one line, not uvicorn's log
     app = create_app(s, base_url=service_url(s, h, p))
-    uvicorn.run(app, host=h, port=p, log_config=None, access_log=False, server_header=False, lifespan="on")
+    config = uvicorn.Config(
+        app, host=h, port=p, log_config=None, access_log=False, server_header=False, lifespan="on"
+    )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``ptbill serve`` (uvicorn listens on it), or ConfigError in one line."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        raise ConfigError(f"ptbill serve cannot listen on {host!r}: not an address of this host") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(addr)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            f"ptbill serve cannot listen on {host}:{port} ({e.strerror or type(e).__name__}); "
+            "choose another --port / PTBILL_SERVE_PORT or stop what holds it"
+        ) from None
+    sock.set_inheritable(True)
+    return sock

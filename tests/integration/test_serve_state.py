@@ -4,6 +4,7 @@ and `ptbill serve` with PTBILL_CDS_WRITEBACK queueing the encounter (no worker: 
 from __future__ import annotations
 
 import json
+import socket
 import time
 import uuid
 
@@ -15,7 +16,7 @@ from integration.push import PushState
 from integration.state import StateStore
 from ptbill_demo.embedded import free_port
 from tests.integration.serve_support import FakeEhr, ServeProcess, hook_request
-from tests.integration.support import env_for
+from tests.integration.support import env_for, ptbill
 from tests.pure.cds_support import as_prefetch, load
 
 pytestmark = pytest.mark.integration
@@ -91,3 +92,18 @@ def test_cds_writeback_queues_the_encounter_for_the_guarded_path(tmp_path, redis
             metrics = httpx.get(f"{srv.url}/metrics", timeout=10).text
             assert 'ptbill_push_tasks_sent_total{task="ptbill.push.resolve"} 1.0' in metrics
             assert 'ptbill_cds_cards_total{indicator="info",service="ptbill-encounter-discharge"}' in metrics
+
+
+def test_serve_on_a_port_in_use_fails_in_one_line(redis_url):
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        env = env_for("http://127.0.0.1:9/fhir", redis_url)
+        p = ptbill(env, "serve", "--port", str(port), timeout=60)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert lines == [
+        f"ptbill: configuration error: ptbill serve cannot listen on 127.0.0.1:{port} (Address already in "
+        "use); choose another --port / PTBILL_SERVE_PORT or stop what holds it"
+    ]
