@@ -1,9 +1,9 @@
 """What a FHIR server says it can do (``GET [base]/metadata``), read into one frozen value.
 
-Pure: a CapabilityStatement (plain JSON) in, :class:`ServerCapabilities` out. The write strategy, the reads and
-``ptbill doctor`` decide from this value, never from the server's name. A server that omits an optional element is
-read conservatively (R4 CapabilityStatement: ``versioning`` defaults to "no-version", ``updateCreate`` to false,
-``conditionalCreate``/``conditionalUpdate`` to false).
+Pure: a CapabilityStatement (plain JSON) in, :class:`ServerCapabilities` out. The write strategy, the
+reads and ``ptbill doctor`` decide from this value, never from the server's name. A server that omits an
+optional element is read conservatively (R4 CapabilityStatement: ``versioning`` defaults to "no-version",
+``updateCreate``, ``conditionalCreate`` and ``conditionalUpdate`` to false).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class ResourceCapabilities:
     """One ``rest.resource`` entry: interactions and the behaviours ptbill relies on."""
 
     type: str
-    interactions: frozenset[str] = frozenset()  # read, vread, update, create, search-type, history-instance, ...
+    interactions: frozenset[str] = frozenset()  # read, vread, update, create, search-type, ...
     versioning: str = "no-version"  # no-version | versioned | versioned-update
     update_create: bool = False  # create by PUT with a client-assigned id
     conditional_create: bool = False
@@ -60,7 +60,7 @@ class ServerCapabilities:
         return r is not None and interaction in r.interactions
 
     def searchable(self, resource_type: str, param: str) -> bool:
-        """True when the server lists the search parameter (``_id``/``_lastUpdated`` count as always there)."""
+        """True when the server lists the search parameter (``_id`` and ``_lastUpdated`` always count)."""
         r = self.resources.get(resource_type)
         if r is None:
             return False
