@@ -40,6 +40,15 @@ ALLOWED = {
     "retry_in",
     "tables",
     "problems",
+    # the FHIR client's own request fields (integration/fhir/client.py, auth.py): ptbill's values only
+    "url",
+    "kind",
+    "bytes",
+    "max_attempts",
+    "expires_in",
+    # the Celery task decorator (tasks/base.py) and metrics
+    "deadline_s",
+    "port",
 }
 
 
