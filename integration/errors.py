@@ -175,6 +175,10 @@ class RunDeadlineExceeded(PtbillError):
     """A sync run took longer than PTBILL_SYNC_DEADLINE: it is failed, its lock released."""
 
 
+class TaskTimeLimit(PtbillError):
+    """A task ran past its time limit (PTBILL_TASK_TIME_LIMIT, or PTBILL_SYNC_DEADLINE for a sync)."""
+
+
 class TaskFailed(PtbillError):
     """How a ptbill task ends in Celery's FAILURE state: its message is a PHI-free reason only.
 

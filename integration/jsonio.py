@@ -2,8 +2,8 @@
 
 ``loads(raw)`` refuses, as :class:`integration.errors.JsonRefused` with a fixed ``kind``:
 
-* ``not-json``: bytes that are not UTF-8 (or UTF-16/32 with a BOM, as RFC 8259 allows readers to
-  accept) or text that is not JSON;
+* ``not-json``: bytes that are not UTF-8 (or UTF-16/32, as RFC 8259 allows readers to accept; files
+  may ask for undecodable bytes to be replaced instead) or text that is not JSON;
 * ``too-deep``: nesting deeper than ``max_depth`` objects/arrays (FHIR resources nest about 15 deep; a
   hostile or broken document nested 100,000 deep would otherwise end in a ``RecursionError`` here or in
   any code that walks it).
@@ -21,18 +21,17 @@ from integration.errors import JsonRefused
 MAX_DEPTH = 64
 
 
-def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
-    """Parse ``raw``; JsonRefused when it is not JSON or nests deeper than ``max_depth``."""
+def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH, replace_undecodable: bool = False) -> Any:
+    """Parse ``raw``; JsonRefused when it is not JSON or nests deeper than ``max_depth``.
+
+    ``replace_undecodable``: bytes that are not valid in the text's encoding become U+FFFD instead of
+    refusing the whole document (a stray Latin-1 byte in one note must not lose a whole bundle)."""
     if isinstance(raw, bytes | bytearray):
+        encoding = json.detect_encoding(raw)
         try:
-            text = bytes(raw).decode(json.detect_encoding(raw))
-        except (UnicodeDecodeError, LookupError) as e:
-            raise JsonRefused(
-                "not-json",
-                f"not UTF-8 text (byte {e.start})"
-                if isinstance(e, UnicodeDecodeError)
-                else "unknown text encoding",
-            ) from None
+            text = bytes(raw).decode(encoding, errors="replace" if replace_undecodable else "strict")
+        except UnicodeDecodeError as e:
+            raise JsonRefused("not-json", f"not {encoding} text (byte {e.start})") from None
     else:
         text = raw
     try:
@@ -59,6 +58,6 @@ def check_depth(value: Any, max_depth: int = MAX_DEPTH) -> None:
 
 
 def load_file(path: str, *, max_depth: int = MAX_DEPTH) -> Any:
-    """A JSON file (``ptbill process --bundle``); OSError when it cannot be read."""
+    """A JSON file (``ptbill process --bundle``; undecodable bytes replaced); OSError when unreadable."""
     with open(path, "rb") as fh:
-        return loads(fh.read(), max_depth=max_depth)
+        return loads(fh.read(), max_depth=max_depth, replace_undecodable=True)

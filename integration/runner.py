@@ -92,7 +92,11 @@ class Runtime:
 
     @cached_property
     def state(self) -> StateStore:
-        return StateStore.from_url(self.settings.redis_url, self.settings.server_key)
+        return StateStore.from_url(
+            self.settings.redis_url,
+            self.settings.server_key,
+            dead_letter_ttl=self.settings.dead_letter_days * 86400,
+        )
 
     @cached_property
     def tables(self) -> Tables:
