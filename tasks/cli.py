@@ -112,27 +112,35 @@ def cmd_mappings_check(a: argparse.Namespace) -> int:
 
 
 def cmd_process(a: argparse.Namespace) -> int:
-    from integration.fhir.extract import group_bundle
+    from integration.fhir.extract import iter_groups
     from integration.jsonio import load_file
     from integration.sync import Group, dry_run_bundle
     from mappings.loader import default_tables, load_tables
 
     try:
         bundle = load_file(a.bundle)  # not UTF-8, not JSON or nested too deep: one clean line
-        groups, problems = group_bundle(bundle)
+        problems: list[str] = []
+        groups = iter_groups(bundle, problems)
     except OSError as e:
         sys.stderr.write(f"ptbill process: cannot read {a.bundle}: {e.strerror or type(e).__name__}\n")
         return 2
     except InputError as e:
         sys.stderr.write(f"ptbill process: cannot read {a.bundle}: {e.reason}\n")
         return 2
+    tables = load_tables(a.mappings) if a.mappings else default_tables()
+    # one encounter at a time: each group's related map holds the bundle's shared resources, so keeping
+    # every group (as a list) grew with encounters x patients; this stays linear in the bundle's size
+    entries: list[dict[str, Any]] = []
+    n = 0
+    for enc, related in groups:
+        entries.extend(dry_run_bundle([Group(enc, related)], tables)["entry"])
+        n += 1
+    del bundle
     for p in problems:
         sys.stderr.write(f"ptbill process: skipped bundle entry: {p}\n")
-    tables = load_tables(a.mappings) if a.mappings else default_tables()
-    out = dry_run_bundle([Group(e, dict(r)) for e, r in groups], tables)
+    out = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     sys.stderr.write(
-        f"ptbill process: {len(groups)} encounter(s), {len(out['entry'])} entries, "
-        f"{len(problems)} problem(s)\n"
+        f"ptbill process: {n} encounter(s), {len(entries)} entries, {len(problems)} problem(s)\n"
     )
     json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

@@ -144,6 +144,56 @@ def worker_env(
         ws.stop()
 
 
+@pytest.fixture(scope="module")
+def endless() -> Iterator[EndlessServer]:
+    srv = EndlessServer()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+# The two deadline tests come first: their worker must be the only one on the broker (the module's
+# worker, for the sekmet server, starts with the first test that needs it, after these).
+
+
+def test_sync_inline_past_its_deadline_fails_with_that_reason(
+    endless: EndlessServer, module_redis: str, tmp_path: Path
+) -> None:
+    env = env_for(endless.base_url, module_redis, PTBILL_SYNC_DEADLINE="3", PTBILL_METRICS_PORT="0")
+    t0 = time.monotonic()
+    proc = ptbill(env, "sync", "--inline", timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == 1, (proc.stdout, proc.stderr[-2000:])
+    assert took < 30, took
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["status"] == "failed"
+    assert out["reason"] == "RunDeadlineExceeded: the sync run ran past PTBILL_SYNC_DEADLINE (3 s)"
+    state = state_for(env)
+    assert state.sync_lock_holder() is None  # released: the next run may start
+    assert state.last()["reason"] == out["reason"]
+    status = ptbill(env, "status", "--json")
+    assert status.returncode == 1
+    assert json.loads(status.stdout)["last_run"]["reason"] == out["reason"]
+
+
+def test_sync_through_a_worker_past_its_deadline_is_failed_and_unlocked(
+    endless: EndlessServer, module_redis: str, tmp_path: Path
+) -> None:
+    env = env_for(endless.base_url, module_redis, PTBILL_SYNC_DEADLINE="3", PTBILL_METRICS_PORT="0")
+    ws = Workers(tmp_path)
+    try:
+        ws.start(env, concurrency=1)
+        proc = ptbill(env, "sync", "--quiet", "--timeout", "90", timeout=120)
+    finally:
+        ws.stop()
+    assert proc.returncode == 1, (proc.stdout, proc.stderr[-2000:])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["status"] == "failed"
+    assert out["reason"] == "RunDeadlineExceeded: the sync run ran past PTBILL_SYNC_DEADLINE (3 s)"
+    assert state_for(env).sync_lock_holder() is None
+
+
 def test_a_dead_lettered_encounter_ends_its_task_in_failure(worker_env: dict[str, str]) -> None:
     state = state_for(worker_env)
     app = Celery(broker=worker_env["PTBILL_BROKER_URL"])
@@ -196,7 +246,13 @@ def test_the_worker_serves_ptbills_metrics(worker_env: dict[str, str]) -> None:
     info = wait_run(state, run_id)
     done = int(info.get("processed", 0)) + int(info.get("unchanged", 0))
     assert done >= 2
-    text = _scrape(port)
+
+    # the run's summary is booked just after its final mark: poll the scrape, not the mark
+    def finished() -> str | None:
+        t = _scrape(port)
+        return t if _value(t, 'ptbill_last_run_status{status="ok"}') == 1.0 else None
+
+    text = wait_for(finished, 30, "the metrics to show the finished run")
     assert _value(text, 'ptbill_sync_runs_total{status="ok"}') == state.runs_by_status()["ok"] >= 1
     assert (
         _value(text, 'ptbill_encounters_total{outcome="processed"}')
@@ -224,49 +280,3 @@ def _value_or_zero(text: str, series: str) -> float:
         return _value(text, series)
     except AssertionError:
         return 0.0
-
-
-@pytest.fixture(scope="module")
-def endless() -> Iterator[EndlessServer]:
-    srv = EndlessServer()
-    try:
-        yield srv
-    finally:
-        srv.stop()
-
-
-def test_sync_inline_past_its_deadline_fails_with_that_reason(
-    endless: EndlessServer, module_redis: str, tmp_path: Path
-) -> None:
-    env = env_for(endless.base_url, module_redis, PTBILL_SYNC_DEADLINE="3", PTBILL_METRICS_PORT="0")
-    t0 = time.monotonic()
-    proc = ptbill(env, "sync", "--inline", timeout=60)
-    took = time.monotonic() - t0
-    assert proc.returncode == 1, (proc.stdout, proc.stderr[-2000:])
-    assert took < 30, took
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["status"] == "failed"
-    assert out["reason"] == "RunDeadlineExceeded: the sync run ran past PTBILL_SYNC_DEADLINE (3 s)"
-    state = state_for(env)
-    assert state.sync_lock_holder() is None  # released: the next run may start
-    assert state.last()["reason"] == out["reason"]
-    status = ptbill(env, "status", "--json")
-    assert status.returncode == 1
-    assert json.loads(status.stdout)["last_run"]["reason"] == out["reason"]
-
-
-def test_sync_through_a_worker_past_its_deadline_is_failed_and_unlocked(
-    endless: EndlessServer, module_redis: str, tmp_path: Path
-) -> None:
-    env = env_for(endless.base_url, module_redis, PTBILL_SYNC_DEADLINE="3", PTBILL_METRICS_PORT="0")
-    ws = Workers(tmp_path)
-    try:
-        ws.start(env, concurrency=1)
-        proc = ptbill(env, "sync", "--quiet", "--timeout", "90", timeout=120)
-    finally:
-        ws.stop()
-    assert proc.returncode == 1, (proc.stdout, proc.stderr[-2000:])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["status"] == "failed"
-    assert out["reason"] == "RunDeadlineExceeded: the sync run ran past PTBILL_SYNC_DEADLINE (3 s)"
-    assert state_for(env).sync_lock_holder() is None

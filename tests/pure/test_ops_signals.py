@@ -227,3 +227,57 @@ def test_metrics_kept_while_redis_is_down():
         "read|sum": 0.01,
         **{f"read|le|{b:g}": 1.0 for b in metrics.BUCKETS},
     }
+
+
+# --- linear-memory grouping of a big bundle ---------------------------------------------------------
+
+
+def _wide_bundle(encounters: int, practitioners: int) -> dict:
+    entries = [
+        {"resource": {"resourceType": "Practitioner", "id": f"pr{i}"}, "fullUrl": f"urn:uuid:pr-{i}"}
+        for i in range(practitioners)
+    ]
+    for i in range(encounters):
+        entries.append({"resource": {"resourceType": "Patient", "id": f"p{i}"}})
+        entries.append(
+            {
+                "resource": {
+                    "resourceType": "Encounter",
+                    "id": f"e{i}",
+                    "status": "finished",
+                    "subject": {"reference": f"Patient/p{i}"},
+                }
+            }
+        )
+    return {"resourceType": "Bundle", "type": "collection", "entry": entries}
+
+
+def test_grouping_one_encounter_at_a_time_stays_linear():
+    """Every group's related map holds the bundle's shared resources: keeping all groups (what
+    process --bundle did) costs encounters x shared; iter_groups lets each go."""
+    import tracemalloc
+
+    from integration.fhir.extract import group_bundle, iter_groups
+
+    bundle = _wide_bundle(encounters=400, practitioners=800)
+
+    def peak(fn) -> int:
+        tracemalloc.start()
+        try:
+            fn()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    def one_at_a_time() -> None:
+        problems: list[str] = []
+        n = sum(1 for _enc, _related in iter_groups(bundle, problems))
+        assert n == 400
+
+    streamed = peak(one_at_a_time)
+    listed = peak(lambda: group_bundle(bundle))
+    assert streamed * 10 < listed, (streamed, listed)
+    problems: list[str] = []
+    assert [e["id"] for e, _ in iter_groups(bundle, problems)] == [
+        e["id"] for e, _ in group_bundle(bundle)[0]
+    ]
