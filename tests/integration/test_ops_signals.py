@@ -5,7 +5,8 @@ one Celery worker (with events and ptbill's metrics on a free port) for the whol
   task events) with a PHI-free reason, and stays recorded for ``ptbill retry-failed``;
 * the worker's main process serves ptbill's Prometheus metrics, read from the sync state;
 * a sync run that pages past PTBILL_SYNC_DEADLINE (here: a server whose ``next`` links never end) is
-  failed with that reason and its lock released, through the worker and with ``sync --inline``.
+  failed with that reason and its lock released, through the worker and with ``sync --inline``;
+* an encounter past PTBILL_TASK_TIME_LIMIT is stopped and dead-lettered with that reason.
 """
 
 from __future__ import annotations
@@ -76,6 +77,12 @@ class EndlessServer:
                 return None
 
             def do_GET(self) -> None:
+                if "/Encounter/" in self.path:  # a read of one encounter: far slower than any limit
+                    time.sleep(10)
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 time.sleep(0.05)
                 port = self.server.server_address[1]
                 page = {
@@ -177,21 +184,37 @@ def test_sync_inline_past_its_deadline_fails_with_that_reason(
     assert json.loads(status.stdout)["last_run"]["reason"] == out["reason"]
 
 
-def test_sync_through_a_worker_past_its_deadline_is_failed_and_unlocked(
+def test_worker_sync_deadline_and_task_time_limit(
     endless: EndlessServer, module_redis: str, tmp_path: Path
 ) -> None:
-    env = env_for(endless.base_url, module_redis, PTBILL_SYNC_DEADLINE="3", PTBILL_METRICS_PORT="0")
+    env = env_for(
+        endless.base_url,
+        module_redis,
+        PTBILL_SYNC_DEADLINE="3",
+        PTBILL_TASK_TIME_LIMIT="1",
+        PTBILL_METRICS_PORT="0",
+    )
+    state = state_for(env)
     ws = Workers(tmp_path)
     try:
         ws.start(env, concurrency=1)
         proc = ptbill(env, "sync", "--quiet", "--timeout", "90", timeout=120)
+        assert proc.returncode == 1, (proc.stdout, proc.stderr[-2000:])
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["status"] == "failed"
+        assert out["reason"] == "RunDeadlineExceeded: the sync run ran past PTBILL_SYNC_DEADLINE (3 s)"
+        assert state.sync_lock_holder() is None
+
+        # one encounter past PTBILL_TASK_TIME_LIMIT (its read takes 10 s): dead-lettered at 1 s
+        app = Celery(broker=env["PTBILL_BROKER_URL"])
+        t0 = time.monotonic()
+        app.send_task("ptbill.encounter.process", args=("slow-1", None), queue="process")
+        app.close()
+        dead = wait_for(lambda: state.dead_letters().get("slow-1"), 30, "the slow encounter's dead letter")
+        assert time.monotonic() - t0 < 9  # stopped by the limit, not by the server's answer
+        assert dead["reason"] == "TaskTimeLimit: the task ran past its time limit (1.0 s)"
     finally:
         ws.stop()
-    assert proc.returncode == 1, (proc.stdout, proc.stderr[-2000:])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out["status"] == "failed"
-    assert out["reason"] == "RunDeadlineExceeded: the sync run ran past PTBILL_SYNC_DEADLINE (3 s)"
-    assert state_for(env).sync_lock_holder() is None
 
 
 def test_a_dead_lettered_encounter_ends_its_task_in_failure(worker_env: dict[str, str]) -> None:
