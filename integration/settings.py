@@ -204,7 +204,11 @@ class Settings(BaseSettings):
         True, "PTBILL_TLS_VERIFY", "verify TLS certificates (turning it off is logged as a warning)"
     )
     ca_bundle: str | None = _setting(None, "PTBILL_CA_BUNDLE", "CA bundle file to verify the EMR with")
-    http_timeout: float = _setting(30.0, "PTBILL_HTTP_TIMEOUT", "seconds, on every request")
+    http_timeout: float = _setting(
+        30.0,
+        "PTBILL_HTTP_TIMEOUT",
+        "seconds a FHIR request may take: to connect, for each wait and, in all, for the whole answer",
+    )
     page_size: int = _setting(100, "PTBILL_PAGE_SIZE", "`_count` of searches (1-1000)")
     max_response_bytes: int = _setting(
         50_000_000, "PTBILL_MAX_RESPONSE_BYTES", "larger responses are refused"
