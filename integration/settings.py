@@ -287,8 +287,8 @@ class Settings(BaseSettings):
     sync_deadline_seconds: int = _setting(
         1500,
         "PTBILL_SYNC_DEADLINE",
-        "seconds a sync run may spend paging (all its attempts; at most `PTBILL_LOCK_TIMEOUT`): then it is"
-        " failed with that reason and its lock released",
+        "seconds a sync run may spend paging (at most `PTBILL_LOCK_TIMEOUT`; each attempt is stopped at it"
+        " and no retry starts after it): then it is failed with that reason and its lock released",
     )
     task_time_limit: float = _setting(
         300.0,
