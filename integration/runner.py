@@ -16,7 +16,7 @@ from typing import Any
 
 from integration.budget import budget_from_settings
 from integration.budget import install as install_budget
-from integration.errors import InputError, LockBusy
+from integration.errors import InputError, LockBusy, reason
 from integration.fhir.auth import auth_from_settings
 from integration.fhir.client import FhirClient
 from integration.fhir.writeback import PTBILL_TAG
@@ -92,7 +92,11 @@ class Runtime:
 
     @cached_property
     def state(self) -> StateStore:
-        return StateStore.from_url(self.settings.redis_url, self.settings.server_key)
+        return StateStore.from_url(
+            self.settings.redis_url,
+            self.settings.server_key,
+            dead_letter_ttl=self.settings.dead_letter_days * 86400,
+        )
 
     @cached_property
     def tables(self) -> Tables:
@@ -266,14 +270,5 @@ def finish_failed(rt: Runtime, run_id: str | None, encounter_id: str, reason: st
 
 
 def failure_reason(exc: BaseException) -> str:
-    """A PHI-free reason: the class and ptbill's own message (never raw server bodies beyond outcome)."""
-    summary = getattr(exc, "summary", None)
-    if callable(summary):
-        d: dict[str, Any] = summary()
-        parts = [str(d.get("error")), f"status={d.get('status')}" if d.get("status") else ""]
-        if d.get("outcome"):
-            parts.append(str(d["outcome"])[:200])
-        return " ".join(p for p in parts if p)
-    if isinstance(exc, InputError):
-        return f"InputError {exc.reason}"
-    return type(exc).__name__ + (f": {exc}"[:200] if type(exc).__module__.startswith("integration") else "")
+    """A PHI-free reason (``integration.errors.reason``): method, URL without query, HTTP status, kind."""
+    return reason(exc)

@@ -204,7 +204,11 @@ class Settings(BaseSettings):
         True, "PTBILL_TLS_VERIFY", "verify TLS certificates (turning it off is logged as a warning)"
     )
     ca_bundle: str | None = _setting(None, "PTBILL_CA_BUNDLE", "CA bundle file to verify the EMR with")
-    http_timeout: float = _setting(30.0, "PTBILL_HTTP_TIMEOUT", "seconds, on every request")
+    http_timeout: float = _setting(
+        30.0,
+        "PTBILL_HTTP_TIMEOUT",
+        "seconds a FHIR request may take: to connect, for each wait and, in all, for the whole answer",
+    )
     page_size: int = _setting(100, "PTBILL_PAGE_SIZE", "`_count` of searches (1-1000)")
     max_response_bytes: int = _setting(
         50_000_000, "PTBILL_MAX_RESPONSE_BYTES", "larger responses are refused"
@@ -279,6 +283,34 @@ class Settings(BaseSettings):
     )
     lock_timeout: int = _setting(
         1800, "PTBILL_LOCK_TIMEOUT", "seconds the per-server sync lock lives if a run dies"
+    )
+    sync_deadline_seconds: int = _setting(
+        1500,
+        "PTBILL_SYNC_DEADLINE",
+        "seconds a sync run may spend paging (at most `PTBILL_LOCK_TIMEOUT`; each attempt is stopped at it"
+        " and no retry starts after it): then it is failed with that reason and its lock released",
+    )
+    task_time_limit: float = _setting(
+        300.0,
+        "PTBILL_TASK_TIME_LIMIT",
+        "soft time limit (seconds) of one encounter, a push resolution or a dead-letter re-drive: the"
+        " encounter is dead-lettered; the worker process is killed 30 s later if it does not stop",
+    )
+    dead_letter_days: float = _setting(
+        30.0,
+        "PTBILL_DEAD_LETTER_DAYS",
+        "days a dead letter stays in Redis for `ptbill status` and `ptbill retry-failed`",
+    )
+    metrics_port: int = _setting(
+        9465,
+        "PTBILL_METRICS_PORT",
+        "port of ptbill's Prometheus metrics (`/metrics`), served by each worker's main process and by"
+        " `ptbill metrics`; 0: off",
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1",
+        "PTBILL_METRICS_HOST",
+        "address the metrics listen on (`0.0.0.0` for a scraper elsewhere)",
     )
     flower_basic_auth: str | None = _setting(
         None,
@@ -620,6 +652,12 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "PTBILL_SYNC_INTERVAL, PTBILL_LOCK_TIMEOUT and PTBILL_VISIBILITY_TIMEOUT must be positive"
             )
+        if self.sync_deadline_seconds < 1 or self.task_time_limit <= 0 or self.dead_letter_days <= 0:
+            raise ConfigError(
+                "PTBILL_SYNC_DEADLINE, PTBILL_TASK_TIME_LIMIT and PTBILL_DEAD_LETTER_DAYS must be positive"
+            )
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"PTBILL_METRICS_PORT must be a TCP port or 0 (off), got {self.metrics_port}")
         if self.stale_after_intervals <= 0:
             raise ConfigError("PTBILL_STALE_AFTER_INTERVALS must be positive")
         if self.clock_lag_seconds < 0:

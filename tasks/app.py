@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.control import inspect_command
 
-from integration import logs
+from integration import logs, metrics
 from integration.errors import MappingTableError
 from integration.runner import Runtime, load_settings_tables
 from integration.settings import Settings, unknown_variable_lines
@@ -28,15 +28,28 @@ app.conf.update(celery_config(settings))
 log = logging.getLogger("ptbill.worker")
 
 _runtime: Runtime | None = None
+_meter: metrics.RequestMeter | None = None  # this process's FHIR request counts (flushed to Redis)
 _tables_fingerprint: str | None = None  # of the tables this worker checked at start-up
 
 
 def runtime() -> Runtime:
     """One runtime (FHIR client with its Session, Redis state, tables) per worker process."""
-    global _runtime
+    global _runtime, _meter
     if _runtime is None:
-        _runtime = Runtime(settings)
+        rt = Runtime(settings)
+        _meter = metrics.RequestMeter()
+        metrics.install(rt.client._session, rt.client.base_url, _meter)
+        _runtime = rt
     return _runtime
+
+
+def flush_metrics() -> None:
+    """After each task: this process's FHIR request counts to Redis (one round trip; never raises)."""
+    if _runtime is not None and _meter is not None:
+        try:
+            metrics.flush(_meter, _runtime.state)
+        except Exception as e:  # metrics must never fail a task
+            log.warning("metrics not flushed", extra={"error": type(e).__name__})
 
 
 @signals.setup_logging.connect
@@ -76,7 +89,27 @@ def _ptbill_settings(state: Any) -> dict[str, Any]:
     return identity(settings, _tables_fingerprint, queues)
 
 
+@signals.worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    """The worker's main process serves ptbill's Prometheus metrics (read from Redis on each scrape)."""
+    if not settings.metrics_port:
+        return
+    from integration.state import StateStore
+
+    state = StateStore.from_url(settings.redis_url, settings.server_key, settings.dead_letter_days * 86400)
+    try:
+        metrics.serve(state, settings.metrics_port, settings.metrics_host)
+    except OSError as e:  # e.g. another worker on this host serves them already (the same numbers)
+        log.warning(
+            "metrics port not available; not serving metrics from this worker",
+            extra={"port": settings.metrics_port, "error": type(e).__name__},
+        )
+        return
+    log.info("metrics served", extra={"port": settings.metrics_port})
+
+
 @signals.worker_process_init.connect
 def _fresh_runtime(**_: Any) -> None:
-    global _runtime
+    global _runtime, _meter
     _runtime = None  # never share a Session or Redis connection across fork
+    _meter = None

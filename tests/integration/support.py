@@ -27,8 +27,8 @@ def env_for(server_url: str, redis_url: str, **extra: str) -> dict[str, str]:
             "PTBILL_REDIS_URL": redis_url,
             "PTBILL_CLOCK_LAG_SECONDS": "0",
             "PTBILL_LOG_FORMAT": "json",
-            "PTBILL_RATE_LIMIT": "1000/s",
             "PTBILL_LOG_LEVEL": "INFO",
+            "PTBILL_METRICS_PORT": "0",  # test workers serve no metrics unless a test asks (free port)
         }
     )
     env.update(extra)

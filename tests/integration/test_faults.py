@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -559,22 +560,28 @@ def test_dead_letter_then_retry_failed(
         assert int(info["processed"]) == len(ELIGIBLE) - 1, info
         dead = state.dead_letters()
         assert set(dead) == {target}
-        assert "422" in dead[target]["reason"] and outcome in dead[target]["reason"]
+        # ids and a PHI-free reason only: the server's OperationOutcome text (it can name the patient) is
+        # neither stored nor shown; method, URL without query, status and kind say what failed
+        assert dead[target]["reason"] == f"FhirFatalError POST {proxy.url()} -> HTTP 422", dead[target]
+        assert outcome not in json.dumps(state.dead_letters())
+        assert dead[target]["expires"] > time.time() + 29 * 86400  # PTBILL_DEAD_LETTER_DAYS (30)
+        assert 0 < state.r.ttl(f"{state.p}:dead") <= 30 * 86400
         assert state.last()["status"] == "partial"
         snap = assert_invariants(srv.base_url, state, reference, final_run=info, dead_ok=True)
         assert target not in snap.encounters_with_output()
         assert snap.encounters_with_output() == reference.with_output - {target}
 
-        # ptbill status shows the partial run and the dead letter with the server's outcome text; it
-        # exits 1 because a dead letter needs a person's attention
+        # ptbill status shows the partial run and the dead letter with its PHI-free cause; it exits 1
+        # because a dead letter needs a person's attention
         status = ptbill_cli(env, "status", "--json")
         assert status.returncode == 1, status.stderr
         report = json.loads(status.stdout)
         assert report["last_run"]["status"] == "partial"
         assert [d["encounter"] for d in report["dead_letters"]] == [f"Encounter/{target}"]
-        assert outcome in report["dead_letters"][0]["reason"]
+        assert report["dead_letters"][0]["reason"] == dead[target]["reason"]
         human = ptbill_cli(env, "status")
-        assert f"Encounter/{target}" in human.stdout and outcome in human.stdout
+        assert f"Encounter/{target}" in human.stdout and dead[target]["reason"] in human.stdout
+        assert outcome not in status.stdout + human.stdout
 
         proxy.set_plan(None)  # the fault is fixed
         retried = ptbill_cli(env, "retry-failed", "--inline")
