@@ -111,6 +111,21 @@ def assess(caps: ServerCapabilities, s: Settings) -> ServerCheck:
     return ServerCheck(caps, strategy, tuple(problems), tuple(warnings(caps)), reads)
 
 
+def server_verdict(statement: dict[str, Any], s: Settings) -> tuple[bool, str, str]:
+    """``(ok, detail, fix)`` of a CapabilityStatement for ``ptbill doctor``: the strategy and what ptbill
+    does without, or the one refusal message."""
+    check = assess(read_capabilities(statement), s)
+    if check.problems:
+        return (
+            False,
+            refusal(s.fhir_base_url, check.strategy, list(check.problems)),
+            "use an EMR endpoint that supports these (README: What an EMR must support), or another "
+            "PTBILL_WRITE_MODE",
+        )
+    notes = f"; {'; '.join(check.warnings)}" if check.warnings else ""
+    return True, f"ptbill's reads and {check.strategy!r} writes are supported{notes}", ""
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -309,6 +324,32 @@ def process_one(rt: Runtime, encounter_id: str, run_id: str | None) -> Outcome:
         return process_group(
             rt.client, rt.state, rt.tables, group, validate=rt.validate, mode=rt.settings.write_mode
         )
+
+
+def run_encounter(
+    rt: Runtime,
+    encounter_id: str,
+    run_id: str | None,
+    *,
+    attempt: int = 1,
+    will_retry: Callable[[BaseException], bool] = lambda exc: False,
+) -> tuple[Outcome | None, BaseException | None]:
+    """Process one encounter, then book it: the one sequence the Celery task, ``ptbill sync --inline``
+    and ``ptbill retry-failed`` share.
+
+    Done: ``(outcome, None)`` after :func:`finish_ok`. Failed: the error is re-raised when
+    ``will_retry(error)`` says the caller retries it (nothing booked), else the encounter is dead-lettered
+    (:func:`finish_failed`, never stopping the batch) and ``(None, error)`` returned.
+    """
+    try:
+        outcome = process_one(rt, encounter_id, run_id)
+    except Exception as exc:
+        if will_retry(exc):
+            raise
+        finish_failed(rt, run_id, encounter_id, failure_reason(exc), attempt)
+        return None, exc
+    finish_ok(rt, run_id, encounter_id, outcome)
+    return outcome, None
 
 
 def finish_ok(rt: Runtime, run_id: str | None, encounter_id: str, outcome: Outcome) -> None:

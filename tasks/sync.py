@@ -18,13 +18,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from integration.errors import FhirTemporaryError, LockBusy
 from integration.runner import (
-    Runtime,
     begin_run,
     failure_reason,
-    finish_failed,
-    finish_ok,
     page_run,
-    process_one,
+    run_encounter,
 )
 from tasks.app import app, runtime, settings
 from tasks.config import QUEUE_PROCESS, TASK_PROCESS, TASK_RETRY_FAILED, TASK_SYNC
@@ -45,12 +42,9 @@ def _delay(task: Task, exc: BaseException) -> float:
     return base * (0.8 + random.random() * 0.4)  # noqa: S311 - jitter, not crypto
 
 
-def _dead_letter(
-    rt: Runtime, run_id: str | None, encounter_id: str, exc: BaseException, attempt: int, message: str
-) -> dict[str, Any]:
-    finish_failed(rt, run_id, encounter_id, failure_reason(exc), attempt)
+def _log_dead_letter(run_id: str | None, encounter_id: str, exc: BaseException | None, attempt: int) -> None:
     log.error(
-        message,
+        "encounter dead-lettered",
         extra={
             "encounter_id": encounter_id,
             "run_id": run_id,
@@ -58,7 +52,6 @@ def _dead_letter(
             "attempt": attempt,
         },
     )
-    return {"status": "dead-lettered"}
 
 
 def dispatch(encounter_id: str, run_id: str) -> None:
@@ -122,13 +115,15 @@ def process_encounter(self: Task, encounter_id: str, run_id: str | None = None) 
     rt = runtime()
     t0 = time.perf_counter()
     attempt = self.request.retries + 1
-    try:
-        outcome = process_one(rt, encounter_id, run_id)
+    try:  # temporary failures are retried while retries last; anything else is a dead letter
+        outcome, failed = run_encounter(
+            rt,
+            encounter_id,
+            run_id,
+            attempt=attempt,
+            will_retry=lambda e: isinstance(e, TEMPORARY) and self.request.retries < self.max_retries,
+        )
     except TEMPORARY as exc:
-        if self.request.retries >= self.max_retries:
-            return _dead_letter(
-                rt, run_id, encounter_id, exc, attempt, "encounter dead-lettered after retries"
-            )
         delay = _delay(self, exc)
         log.warning(
             "encounter will be retried",
@@ -140,9 +135,9 @@ def process_encounter(self: Task, encounter_id: str, run_id: str | None = None) 
             },
         )
         raise self.retry(exc=exc, countdown=delay) from None
-    except Exception as exc:  # fatal for this encounter: record it, never lose it, never stop the batch
-        return _dead_letter(rt, run_id, encounter_id, exc, attempt, "encounter dead-lettered")
-    finish_ok(rt, run_id, encounter_id, outcome)
+    if outcome is None:  # recorded for retry-failed: never lost, never stopping the batch
+        _log_dead_letter(run_id, encounter_id, failed, attempt)
+        return {"status": "dead-lettered"}
     dur = int((time.perf_counter() - t0) * 1000)
     log.info(
         "encounter processed",

@@ -14,7 +14,7 @@ import pytest
 
 from integration.claim import Group
 from integration.errors import FhirTemporaryError, InputError
-from integration.fhir.capabilities import check_server, read_capabilities, refusal, warnings
+from integration.fhir.capabilities import change_detection, check_server, read_capabilities, refusal, warnings
 from integration.fhir.queries import (
     ReadStats,
     RunLimitExceeded,
@@ -27,6 +27,7 @@ from integration.fhir.queries import (
     server_now,
 )
 from integration.settings import Settings
+from tests.capability_statements import complete
 
 T0 = datetime(2026, 3, 2, 12, 0, 0, tzinfo=UTC)
 
@@ -171,40 +172,8 @@ def test_practitioner_role_is_searched_with_include_not_read():
 # --- what the server must support ---------------------------------------------------------------------
 
 
-def resource(rtype: str, **kw: Any) -> dict[str, Any]:
-    return {
-        "type": rtype,
-        "interaction": [{"code": c} for c in ("read", "update", "create", "search-type", "history-type")],
-        "updateCreate": kw.get("update_create", True),
-        "conditionalUpdate": kw.get("conditional_update", True),
-        "versioning": "versioned-update",
-    }
-
-
 def statement(**kw: Any) -> dict[str, Any]:
-    types = (
-        "Encounter",
-        "Procedure",
-        "Coverage",
-        "ChargeItem",
-        "Practitioner",
-        "PractitionerRole",
-        "DetectedIssue",
-        "Task",
-        "Flag",
-        "Provenance",
-    )
-    return {
-        "resourceType": "CapabilityStatement",
-        "fhirVersion": kw.get("version", "4.0.1"),
-        "rest": [
-            {
-                "mode": "server",
-                "interaction": [{"code": "transaction"}, {"code": "batch"}],
-                "resource": [resource(t, **kw) for t in types if t not in kw.get("without", ())],
-            }
-        ],
-    }
+    return complete(**kw)
 
 
 def test_a_complete_server_gets_id_writes():
@@ -232,4 +201,11 @@ def test_an_undeclared_output_type_is_a_warning_not_a_refusal():
     caps = read_capabilities(statement(without=("DetectedIssue",)))
     assert check_server(caps, Settings.from_env({})) == ("id", [])
     assert any("DetectedIssue is not in the CapabilityStatement" in w for w in warnings(caps))
-    assert any("history-instance" in w for w in warnings(caps))  # moves are found from each history
+
+
+def test_without_history_deletions_and_moves_are_not_followed_and_say_so():
+    caps = read_capabilities(statement(interactions=("read", "update", "create", "search-type")))
+    assert check_server(caps, Settings.from_env({})) == ("id", [])
+    assert change_detection(caps) == {"deletions": False, "moves": False}
+    said = " ".join(warnings(caps))
+    assert "deleted Procedures are not detected" in said and "history-instance" in said
