@@ -140,6 +140,10 @@ class StateStore:
     def run(self, run_id: str) -> dict[str, str]:
         return self.r.hgetall(f"{self.p}:run:{run_id}")  # type: ignore[return-value]
 
+    def run_final(self, run_id: str) -> bool:
+        """True once the run was closed (:meth:`try_finalize`)."""
+        return bool(self.r.exists(f"{self.p}:run:{run_id}:final"))
+
     def add_pending(self, run_id: str, encounter_ids: list[str]) -> None:
         if encounter_ids:
             key = f"{self.p}:run:{run_id}:pending"

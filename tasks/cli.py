@@ -201,7 +201,7 @@ def _wait_run(
     held_by: str | None = None
     while time.monotonic() < deadline:
         info = state.run(run_id)
-        if state.r.exists(f"{state.p}:run:{run_id}:final"):
+        if state.run_final(run_id):
             if bar is not None:
                 bar.update(max(0, int(info.get("dispatched", 0) or 0) - last_done))
                 bar.close()
