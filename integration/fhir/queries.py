@@ -552,7 +552,8 @@ def emr_changes(
         history = encounters_in_history(client, deleted, stats)
         add("procedure_deleted", sorted(set().union(*history.values())))
     if reads.moves:
-        now = {c.id: c.encounter for c in procedures if (c.version or 0) > 1}
+        # edited ones (versionId > 1; every one when the server leaves meta out of _elements)
+        now = {c.id: c.encounter for c in procedures if c.version is None or c.version > 1}
         if now:
             history = encounters_in_history(client, list(now), stats)
             add("procedure_moved", sorted({e for pid, es in history.items() for e in es if e != now[pid]}))
