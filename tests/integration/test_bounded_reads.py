@@ -8,7 +8,9 @@ PractitionerRole performer brings its Practitioner (and qualifications) on sekme
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from integration.claim import Group
 from integration.fhir.client import FhirClient
 from integration.fhir.queries import context_requests, fetch_context
-from ptbill_demo.embedded import SekmetServer
+from ptbill_demo.embedded import SekmetServer, WorkerProcess
 from tests.integration.medplum_server import seed_clinic
 from tests.integration.support import env_for, ptbill, seed, state_for
 
@@ -113,3 +115,44 @@ def test_practitioner_role_performer_brings_its_practitioner_on_sekmet(server):
 def test_practitioner_role_performer_brings_its_practitioner_on_medplum(medplum_server):
     seed_clinic(medplum_server.base_url, patients=1, seed=9)
     assert_role_brings_practitioner(medplum_server.base_url)
+
+
+@pytest.fixture
+def stu3_server() -> Iterator[str]:
+    """An HTTP server whose /metadata is a FHIR 3.0.2 CapabilityStatement (and nothing else)."""
+    body = json.dumps({"resourceType": "CapabilityStatement", "fhirVersion": "3.0.2", "rest": []}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path.endswith("/metadata") else 404)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return None
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/fhir"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_worker_refuses_to_start_against_a_server_lacking_what_ptbill_needs(tmp_path, redis_url, stu3_server):
+    worker = WorkerProcess(env_for(stu3_server, redis_url), tmp_path / "worker.log", concurrency=1).start()
+    try:
+        assert worker.process is not None
+        rc = worker.process.wait(timeout=60)
+    finally:
+        worker.stop()
+    log = (tmp_path / "worker.log").read_text()
+    assert rc != 0 and "FHIR server unsupported; worker refuses to start" in log
+    assert (
+        "FHIR version 3.0.2 (ptbill needs R4, 4.0.x)" in log
+        and "Encounter (not in the CapabilityStatement)" in log
+    )
