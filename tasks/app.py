@@ -97,7 +97,7 @@ def _check_server(**_: Any) -> None:
             "FHIR server not checked at start-up; each sync run checks it", extra={"error": type(e).__name__}
         )
         return
-    ok, detail, _ = server_verdict(statement, settings)
+    ok, detail, _fix = server_verdict(statement, settings)
     if not ok:
         log.critical("FHIR server unsupported; worker refuses to start", extra={"reason": detail[:1000]})
         raise SystemExit(3)
