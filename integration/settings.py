@@ -312,6 +312,18 @@ class Settings(BaseSettings):
         "PTBILL_METRICS_HOST",
         "address the metrics listen on (`0.0.0.0` for a scraper elsewhere)",
     )
+    # bounded reads of one sync run (integration/fhir/queries.py) and EMR changes it follows
+    max_pages: int = _setting(
+        10000,
+        "PTBILL_MAX_PAGES",
+        "pages (searches and batches) one sync run may read; past it the run fails and its lock is released",
+    )
+    context_lookback_days: int = _setting(
+        30,
+        "PTBILL_CONTEXT_LOOKBACK_DAYS",
+        "a Coverage or EpisodeOfCare updated in the window re-runs that patient's billed encounters of the "
+        "last N days (0: none)",
+    )
     flower_basic_auth: str | None = _setting(
         None,
         "PTBILL_FLOWER_BASIC_AUTH",
@@ -662,6 +674,15 @@ class Settings(BaseSettings):
             raise ConfigError("PTBILL_STALE_AFTER_INTERVALS must be positive")
         if self.clock_lag_seconds < 0:
             raise ConfigError("PTBILL_CLOCK_LAG_SECONDS must not be negative")
+        if self.max_pages < 1:
+            raise ConfigError("PTBILL_MAX_PAGES must be positive")
+        if not 0 < self.sync_deadline_seconds <= self.lock_timeout:
+            raise ConfigError(
+                "PTBILL_SYNC_DEADLINE must be positive and at most PTBILL_LOCK_TIMEOUT "
+                "(a run must fail before its lock lapses)"
+            )
+        if self.context_lookback_days < 0:
+            raise ConfigError("PTBILL_CONTEXT_LOOKBACK_DAYS must not be negative")
         try:
             datetime.fromisoformat(self.initial_since.replace("Z", "+00:00"))
         except ValueError:

@@ -131,8 +131,26 @@ class StateStore:
         self.r.expire(f"{self.p}:run:{run_id}", 7 * 24 * 3600)
         return RunInfo(run_id, since, until)
 
+    def start_named_run(self, run_id: str, since: str, until: str) -> RunInfo:
+        """A run record under a name the caller chose (a Celery task id: its retries continue the run)."""
+        self.r.hset(
+            f"{self.p}:run:{run_id}",
+            mapping={"since": since, "until": until, "started": utcnow_iso(), "paging_done": 0},
+        )
+        self.r.expire(f"{self.p}:run:{run_id}", 7 * 24 * 3600)
+        return RunInfo(run_id, since, until)
+
+    def set_run_fields(self, run_id: str, fields: dict[str, str | int]) -> None:
+        """Add fields to a run record (status, backfill/full marks, write strategy, paging time...)."""
+        if fields:
+            self.r.hset(f"{self.p}:run:{run_id}", mapping=cast(Any, fields))
+
     def run(self, run_id: str) -> dict[str, str]:
         return self.r.hgetall(f"{self.p}:run:{run_id}")  # type: ignore[return-value]
+
+    def run_final(self, run_id: str) -> bool:
+        """True once the run was closed (:meth:`try_finalize`)."""
+        return bool(self.r.exists(f"{self.p}:run:{run_id}:final"))
 
     def add_pending(self, run_id: str, encounter_ids: list[str]) -> None:
         if encounter_ids:

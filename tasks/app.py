@@ -113,3 +113,25 @@ def _fresh_runtime(**_: Any) -> None:
     global _runtime, _meter
     _runtime = None  # never share a Session or Redis connection across fork
     _meter = None
+
+
+@signals.worker_init.connect
+def _check_server(**_: Any) -> None:
+    """Refuse to start against a FHIR server that lacks what ptbill needs (its CapabilityStatement), with
+    the one message naming all of it; an unreachable server is only a warning (each run checks again)."""
+    from integration.errors import FhirError
+    from integration.runner import make_client, server_verdict
+
+    try:
+        with make_client(settings.model_copy(update={"http_timeout": 5.0})) as client:
+            statement = client.capabilities()
+    except FhirError as e:
+        log.warning(
+            "FHIR server not checked at start-up; each sync run checks it", extra={"error": type(e).__name__}
+        )
+        return
+    ok, detail, _fix = server_verdict(statement, settings)
+    if not ok:
+        log.critical("FHIR server unsupported; worker refuses to start", extra={"reason": detail[:1000]})
+        raise SystemExit(3)
+    log.info("FHIR server supported", extra={"reason": detail[:300]})

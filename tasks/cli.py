@@ -216,7 +216,7 @@ def _wait_run(
     held_by: str | None = None
     while time.monotonic() < deadline:
         info = state.run(run_id)
-        if state.r.exists(f"{state.p}:run:{run_id}:final"):
+        if state.run_final(run_id):
             if bar is not None:
                 bar.update(max(0, int(info.get("dispatched", 0) or 0) - last_done))
                 bar.close()
@@ -272,15 +272,12 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
     if a.inline:
         from integration import metrics
         from integration.errors import PtbillError, RunDeadlineExceeded
-        from integration.runner import failure_reason, finish_failed, finish_ok, process_one
+        from integration.runner import failure_reason, run_encounter
 
         def dispatch(enc: str, run_id: str) -> None:
-            try:
-                finish_ok(rt, run_id, enc, process_one(rt, enc, run_id))
-            except RunDeadlineExceeded:
-                raise  # the whole run stops (below), this encounter stays pending
-            except Exception as e:  # like the worker: dead-letter this encounter, never stop the batch
-                finish_failed(rt, run_id, enc, failure_reason(e), 1)
+            # like the worker: a failure is a dead letter and the batch goes on; a run past its deadline
+            # stops as a whole (below) and this encounter stays pending
+            run_encounter(rt, enc, run_id, will_retry=lambda e: isinstance(e, RunDeadlineExceeded))
 
         rt.state.r.ping()  # Redis first: a clear line when it is down, before any work
         meter = metrics.RequestMeter()
@@ -470,6 +467,8 @@ def status_report(s: Any, st: Any, now: datetime | None = None) -> dict[str, Any
         "watermark": st.watermark(),
         "ledger_complete": st.has_epoch(),
         "sync_running": st.sync_lock_holder() is not None,
+        # chosen from the server's CapabilityStatement at the start of each run (check_server)
+        "write_strategy": (last or {}).get("write_strategy") or (ok or {}).get("write_strategy"),
         "last_run": {
             "status": last.get("status"),
             "run_id": last.get("run_id") or None,
@@ -543,6 +542,7 @@ def _print_status(report: dict[str, Any]) -> None:
     w(f"health:           {'OK' if report['healthy'] else 'ATTENTION: ' + '; '.join(report['problems'])}\n")
     w(f"watermark:        {report['watermark'] or '(never synced)'}\n")
     w(f"sync running:     {'yes' if report['sync_running'] else 'no'}\n")
+    w(f"write strategy:   {report.get('write_strategy') or '(no run yet)'}\n")
     last = report["last_run"]
     if last is None:
         w("last run:         (none)\n")
@@ -602,18 +602,15 @@ def cmd_status(a: argparse.Namespace) -> int:
 def cmd_retry_failed(a: argparse.Namespace) -> int:
     s = _settings()
     _configure_logs(s)
-    from integration.runner import Runtime, failure_reason, finish_failed, finish_ok, process_one
+    from integration.runner import Runtime, run_encounter
 
     rt = Runtime(s)
     dead = rt.state.dead_letters()
     if a.inline:
         ok = 0
         for enc in dead:
-            try:
-                finish_ok(rt, None, enc, process_one(rt, enc, None))
-                ok += 1
-            except Exception as e:
-                finish_failed(rt, None, enc, failure_reason(e), int(dead[enc].get("attempts", 0)) + 1)
+            outcome, _ = run_encounter(rt, enc, None, attempt=int(dead[enc].get("attempts", 0)) + 1)
+            ok += outcome is not None
         print(json.dumps({"retried": len(dead), "succeeded": ok}))
         return 0 if ok == len(dead) else 1
     from tasks.app import app

@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -324,6 +325,8 @@ class FhirClient:
         self._closed = False
         self._origin = _origin(self.base_url)
         self.stats = ClientStats()
+        self._clock_lock = threading.Lock()
+        self._server_date: tuple[datetime, float] | None = None  # (HTTP Date, monotonic when received)
 
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
@@ -457,6 +460,29 @@ class FhirClient:
         if answer.get("resourceType") != "Bundle":
             raise FhirFatalError("batch answer is not a Bundle", method="POST", url=self.base_url)
         return answer
+
+    def server_clock(self) -> datetime | None:
+        """The server's clock from the HTTP ``Date`` header of its latest answer (any answer, errors too)
+        plus the time since it came; None before any answer with a readable Date. Second precision: the
+        header is truncated, so this never runs ahead of the server."""
+        with self._clock_lock:
+            seen = self._server_date
+        if seen is None:
+            return None
+        date, at = seen
+        return date + timedelta(seconds=max(0.0, time.monotonic() - at))
+
+    def _note_date(self, value: str | None) -> None:
+        if not value:
+            return
+        try:
+            date = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return
+        if date.tzinfo is None:
+            return
+        with self._clock_lock:
+            self._server_date = (date.astimezone(UTC), time.monotonic())
 
     # -- internals: validation ------------------------------------------------------------------
 
@@ -642,6 +668,7 @@ class FhirClient:
             err._not_sent = not _maybe_sent(e)  # type: ignore[attr-defined]
             raise err from e
         status = resp.status_code
+        self._note_date(resp.headers.get("Date"))
         status_class = f"{status // 100}xx"
         try:
             with resp:
