@@ -19,13 +19,14 @@ from integration.budget import install as install_budget
 from integration.errors import InputError, LockBusy
 from integration.fhir.auth import auth_from_settings
 from integration.fhir.client import FhirClient
+from integration.fhir.write_strategy import WriteStrategy
 from integration.fhir.writeback import PTBILL_TAG
+from integration.pipeline import Outcome, process_group, strategy_for_server
 from integration.settings import Settings
 from integration.state import RunInfo, StateStore
 from integration.sync import (
     STAFF_TYPES,
     Group,
-    Outcome,
     ReadStats,
     Validator,
     attach_context,
@@ -36,7 +37,6 @@ from integration.sync import (
     iter_window,
     iter_withdrawn,
     performer_context,
-    process_group,
     r4b_validator,
     server_now,
     slim,
@@ -101,6 +101,11 @@ class Runtime:
     @cached_property
     def validate(self) -> Validator:
         return r4b_validator()
+
+    @cached_property
+    def write_strategy(self) -> WriteStrategy:
+        """How this server is written to (PTBILL_WRITE_MODE and its CapabilityStatement), once per process."""
+        return strategy_for_server(self.client, self.settings)
 
 
 Dispatch = Callable[[str, str], None]  # (encounter_id, run_id)
@@ -245,7 +250,7 @@ def process_one(rt: Runtime, encounter_id: str, run_id: str | None) -> Outcome:
                 "encounter not found on the server", resource_type="Encounter", resource_id=encounter_id
             )
         return process_group(
-            rt.client, rt.state, rt.tables, group, validate=rt.validate, mode=rt.settings.write_mode
+            rt.client, rt.state, rt.tables, group, validate=rt.validate, strategy=rt.write_strategy
         )
 
 

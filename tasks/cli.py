@@ -109,7 +109,8 @@ def cmd_mappings_check(a: argparse.Namespace) -> int:
 
 def cmd_process(a: argparse.Namespace) -> int:
     from integration.fhir.extract import group_bundle
-    from integration.sync import Group, dry_run_bundle
+    from integration.pipeline import dry_run_bundle
+    from integration.sync import Group
     from mappings.loader import default_tables, load_tables
 
     try:
