@@ -333,6 +333,10 @@ class FaultProxy:
         """Let held requests go on (and any later ``hold`` fault pass straight through)."""
         self._release.set()
 
+    def rearm(self) -> None:
+        """After :meth:`release`: ``hold`` faults hold again."""
+        self._release.clear()
+
     def count(self, method: str | None = None, status: int | str | None = None) -> int:
         with self._lock:
             return sum(
