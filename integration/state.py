@@ -205,11 +205,14 @@ class StateStore:
             # only a complete, successful full run proves the ledger covers every encounter ever eligible;
             # a partial one (or one whose record was lost with Redis) never does
             self.set_epoch()
-        self.r.delete(f"{self.p}:last")
-        self.r.hset(f"{self.p}:last", mapping=cast(Any, summary))
+        # replaced in one MULTI: a reader never sees the summary missing between delete and write
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(f"{self.p}:last")
+        pipe.hset(f"{self.p}:last", mapping=cast(Any, summary))
         if summary["status"] == "ok":
-            self.r.delete(f"{self.p}:last_ok")
-            self.r.hset(f"{self.p}:last_ok", mapping=cast(Any, summary))
+            pipe.delete(f"{self.p}:last_ok")
+            pipe.hset(f"{self.p}:last_ok", mapping=cast(Any, summary))
+        pipe.execute()
         return summary
 
     def record_failure(self, reason: str, run_id: str | None = None) -> None:
