@@ -9,20 +9,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from integration.budget import budget_from_settings
 from integration.budget import install as install_budget
 from integration.claim import STAFF_TYPES, Group, attach_context, performer_context, slim
-from integration.errors import InputError, LockBusy, PtbillError, reason
+from integration.errors import ConfigError, InputError, LockBusy, PtbillError, reason
 from integration.fhir.auth import auth_from_settings
 from integration.fhir.capabilities import (
     ServerCapabilities,
     change_detection,
-    check_server,
     read_capabilities,
+    read_problems,
     refusal,
     warnings,
 )
@@ -40,10 +40,12 @@ from integration.fhir.queries import (
     iter_withdrawn,
     server_now,
 )
+from integration.fhir.write_strategy import WriteStrategy, choose_strategy, documented_limits
 from integration.fhir.writeback import PTBILL_TAG
+from integration.pipeline import Outcome, process_group
 from integration.settings import Settings
 from integration.state import RunInfo, StateStore
-from integration.sync import Outcome, Validator, process_group, r4b_validator
+from integration.sync import Validator, r4b_validator
 from mappings.loader import Tables, default_tables, load_tables
 
 log = logging.getLogger("ptbill.runner")
@@ -102,19 +104,32 @@ class ServerCheck:
     problems: tuple[str, ...]
     warnings: tuple[str, ...]
     changes: ChangeReads
+    write: WriteStrategy = field(default_factory=WriteStrategy)
 
 
-def assess(caps: ServerCapabilities, s: Settings) -> ServerCheck:
-    strategy, problems = check_server(caps, s)
+def assess(caps: ServerCapabilities, s: Settings, statement: dict[str, Any] | None = None) -> ServerCheck:
+    """Reads (``check_server``: searches, paging, change detection) and writes (``choose_strategy``: how
+    this server is written to) judged on one CapabilityStatement; the write strategy is the writers'."""
+    problems = list(read_problems(caps, s.procedure_fetch))
+    write = WriteStrategy()
+    try:
+        write = choose_strategy(
+            caps,
+            s.write_mode,
+            max_entries=s.transaction_max_entries,
+            documented=documented_limits(statement or {}),
+        )
+    except ConfigError as e:
+        problems.append(str(e))
     found = change_detection(caps)
     reads = ChangeReads(found["deletions"], found["moves"], s.context_lookback_days)
-    return ServerCheck(caps, strategy, tuple(problems), tuple(warnings(caps)), reads)
+    return ServerCheck(caps, write.mode, tuple(problems), tuple(warnings(caps)), reads, write)
 
 
 def server_verdict(statement: dict[str, Any], s: Settings) -> tuple[bool, str, str]:
     """``(ok, detail, fix)`` of a CapabilityStatement for ``ptbill doctor``: the strategy and what ptbill
     does without, or the one refusal message."""
-    check = assess(read_capabilities(statement), s)
+    check = assess(read_capabilities(statement), s, statement)
     if check.problems:
         return (
             False,
@@ -155,7 +170,8 @@ class Runtime:
         """The server's capabilities against ptbill's needs (``GET [base]/metadata``, cached a while)."""
         now = time.monotonic()
         if fresh or self._checked is None or now - self._checked[0] > CAPABILITIES_TTL:
-            check = assess(read_capabilities(self.client.capabilities()), self.settings)
+            statement = self.client.capabilities()
+            check = assess(read_capabilities(statement), self.settings, statement)
             self._checked = (now, check)
         return self._checked[1]
 
@@ -165,6 +181,11 @@ class Runtime:
         if check.problems:
             raise ServerUnsupported(refusal(self.client.base_url, check.strategy, list(check.problems)))
         return check
+
+    @property
+    def write_strategy(self) -> WriteStrategy:
+        """How this server is written to (PTBILL_WRITE_MODE and its CapabilityStatement)."""
+        return self.require_server().write
 
 
 Dispatch = Callable[[str, str], None]  # (encounter_id, run_id)
@@ -193,7 +214,7 @@ def begin_run(
         )
         st.set_run_fields(st_run.run_id, {"status": "skipped-locked"})
         return None
-    marks: dict[str, str | int] = {"write_strategy": check.strategy}
+    marks: dict[str, str | int] = {"write_strategy": check.write.describe()}
     if backfill:
         marks["backfill"] = 1
     elif since <= rt.settings.initial_since:
@@ -326,7 +347,7 @@ def process_one(rt: Runtime, encounter_id: str, run_id: str | None) -> Outcome:
                 "encounter not found on the server", resource_type="Encounter", resource_id=encounter_id
             )
         return process_group(
-            rt.client, rt.state, rt.tables, group, validate=rt.validate, mode=rt.settings.write_mode
+            rt.client, rt.state, rt.tables, group, validate=rt.validate, strategy=rt.write_strategy
         )
 
 

@@ -249,10 +249,19 @@ class Settings(BaseSettings):
         "`by-encounter`: page Encounters, then `Procedure?encounter=` per page; `revinclude`: "
         "`_revinclude=Procedure:encounter` (slow on some servers with large pages)",
     )
-    write_mode: Literal["id", "conditional"] = _setting(
-        "id",
+    write_mode: Literal["auto", "id", "conditional"] = _setting(
+        "auto",
         "PTBILL_WRITE_MODE",
-        "`id`: `PUT Type/ptb-<hash>`; `conditional`: `PUT Type?identifier=...`",
+        "`auto`: what the server's CapabilityStatement allows (`id` where it allows create-by-PUT, else "
+        "`conditional`); `id`: creates are `PUT Type/ptb-<hash>`; `conditional`: creates are `POST` with "
+        "`If-None-Exist` on the business identifier (server-assigned ids). Updates always go to the real id "
+        "with `If-Match`",
+    )
+    transaction_max_entries: int = _setting(
+        0,
+        "PTBILL_TRANSACTION_MAX_ENTRIES",
+        "largest write Bundle ptbill sends; 0 = what the server documents (else no limit). One "
+        "encounter's writes stay in one transaction when they fit",
     )
     clock_lag_seconds: float = _setting(
         2.0,
@@ -642,6 +651,8 @@ class Settings(BaseSettings):
             raise ConfigError("PTBILL_PAGE_SIZE must be between 1 and 1000")
         if self.http_timeout <= 0:
             raise ConfigError("PTBILL_HTTP_TIMEOUT must be positive")
+        if self.transaction_max_entries < 0 or self.transaction_max_entries == 1:
+            raise ConfigError("PTBILL_TRANSACTION_MAX_ENTRIES must be 0 (no limit) or at least 2")
         if self.max_response_bytes < 1:
             raise ConfigError("PTBILL_MAX_RESPONSE_BYTES must be positive")
         if self.auth_type == "basic" and not (self.auth_user and self.auth_password):

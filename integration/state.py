@@ -2,8 +2,10 @@
 
 Key layout (``{p}`` = ``ptbill:{server_key}``):
   {p}:watermark              ISO instant: everything last-updated at or before it has been processed
-  {p}:epoch                  set when the ledger is known complete (clean server, or rebuilt)
-  {p}:ledger:{enc}           hash of the output set last written for the encounter (JSON)
+  {p}:epoch                  set when the ledger is known complete (clean server, or a full run that
+                             finished ok): a missing ledger entry then means "nothing written"
+  {p}:ledger:{enc}           digest of the output set last written for the encounter (JSON); while a write
+                             is in flight (or its outcome unknown) {"digest": null, "writing": ...}
   {p}:run:{run}              hash: since, until, started, paging_done, counters
   {p}:run:{run}:pending      set of encounter ids not yet processed in the run
   {p}:run:{run}:enc:{enc}    claim check: the encounter group fetched while paging (JSON, TTL)
@@ -121,6 +123,14 @@ class StateStore:
     def set_ledger(self, encounter_id: str, value: dict[str, Any]) -> None:
         self.r.set(f"{self.p}:ledger:{encounter_id}", json.dumps(value, sort_keys=True))
 
+    def mark_writing(self, encounter_id: str) -> None:
+        """Before the first write of an encounter: from now on its ledger entry matches no digest, so any
+        retry (a crash, a lost answer, a dead letter) reads the server back before writing again."""
+        self.r.set(
+            f"{self.p}:ledger:{encounter_id}",
+            json.dumps({"digest": None, "writing": utcnow_iso()}, sort_keys=True),
+        )
+
     # --- runs ---------------------------------------------------------------------------------------
     def start_run(self, since: str, until: str) -> RunInfo:
         run_id = uuid.uuid4().hex[:16]
@@ -211,20 +221,25 @@ class StateStore:
             return None
         if info.get("backfill") != "1":  # a backfill never moves the watermark
             self.set_watermark(info["until"])
-        if info.get("full") == "1":  # the ledger now covers every encounter ever eligible
-            self.set_epoch()
         info = self.run(run_id)
         summary: dict[str, Any] = {k: v for k, v in info.items() if k != "paging_done"}
         summary.update({"status": "ok", "finished": utcnow_iso(), "run_id": run_id})
         failed = int(info.get("dead_lettered", 0) or 0)
         if failed:
             summary["status"] = "partial"
-        self.r.delete(f"{self.p}:last")
-        self.r.hset(f"{self.p}:last", mapping=cast(Any, summary))
-        self.r.hincrby(f"{self.p}:runs", summary["status"], 1)
+        elif info.get("full") == "1":
+            # only a complete, successful full run proves the ledger covers every encounter ever eligible;
+            # a partial one (or one whose record was lost with Redis) never does
+            self.set_epoch()
+        # replaced in one MULTI: a reader never sees the summary missing between delete and write
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(f"{self.p}:last")
+        pipe.hset(f"{self.p}:last", mapping=cast(Any, summary))
+        pipe.hincrby(f"{self.p}:runs", summary["status"], 1)
         if summary["status"] == "ok":
-            self.r.delete(f"{self.p}:last_ok")
-            self.r.hset(f"{self.p}:last_ok", mapping=cast(Any, summary))
+            pipe.delete(f"{self.p}:last_ok")
+            pipe.hset(f"{self.p}:last_ok", mapping=cast(Any, summary))
+        pipe.execute()
         return summary
 
     def record_failure(self, reason: str, run_id: str | None = None) -> None:

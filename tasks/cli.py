@@ -114,7 +114,8 @@ def cmd_mappings_check(a: argparse.Namespace) -> int:
 def cmd_process(a: argparse.Namespace) -> int:
     from integration.fhir.extract import iter_groups
     from integration.jsonio import load_file
-    from integration.sync import Group, dry_run_bundle
+    from integration.pipeline import dry_run_bundle
+    from integration.sync import Group
     from mappings.loader import default_tables, load_tables
 
     try:

@@ -69,8 +69,8 @@ def send_sync(env: dict[str, str], run_id: str, **kwargs: Any) -> None:
 
 def wait_run(state: StateStore, run_id: str, timeout: float = 180) -> dict[str, str]:
     def finished() -> dict[str, str] | None:
-        if state.r.exists(f"{state.p}:run:{run_id}:final"):
-            return state.run(run_id)
+        if state.r.exists(f"{state.p}:run:{run_id}:final") and state.last().get("run_id") == run_id:
+            return state.run(run_id)  # closed, and its summary written
         last = state.last()
         if last.get("status") == "failed" and last.get("run_id") == run_id:
             raise AssertionError(f"sync run failed: {last.get('reason')}")

@@ -41,7 +41,6 @@ from integration.fhir.writeback import (
     PTBILL_TAG,
     RETIRED_STATUS,
     build_outputs,
-    provenance_id,
 )
 from integration.runner import (
     Runtime,
@@ -66,7 +65,7 @@ from tests.integration.faultproxy import (
     is_batch,
     is_get,
     is_transaction,
-    transaction_for,
+    transaction_for_encounter,
 )
 from tests.integration.support import env_for, send_sync, state_for, wait_for, wait_run
 
@@ -289,9 +288,11 @@ def assert_invariants(
     retired = [r["id"] for r in snap.suggestions if r.get("status") == RETIRED_STATUS.get(r["resourceType"])]
     assert retired == []
     # one Provenance per encounter with output, and no orphan without it
-    prov_ids = Counter(p["id"] for p in snap.provenances)
-    assert max(prov_ids.values(), default=1) == 1
-    orphans = {e for e in snap.encounters_with_output() if provenance_id(e) not in prov_ids}
+    prov_encounters = Counter(
+        t["code"] for p in snap.provenances for t in p["meta"]["tag"] if t["system"] == ENCOUNTER_TAG
+    )
+    assert max(prov_encounters.values(), default=1) == 1
+    orphans = {e for e in snap.encounters_with_output() if e not in prov_encounters}
     assert orphans == set(), f"suggestions without their encounter's Provenance: {sorted(orphans)}"
     # nothing lost: each eligible encounter processed (ledger) or dead-lettered with a reason
     dead = state.dead_letters()
@@ -543,7 +544,7 @@ def test_dead_letter_then_retry_failed(
         [
             Rule(
                 Fault("status", 422, outcome=outcome),
-                match=transaction_for(provenance_id(target)),
+                match=transaction_for_encounter(target),
                 probability=1.0,
             )
         ]

@@ -161,8 +161,9 @@ def test_hapi_is_configured_for_what_ptbill_needs():
     assert env["hapi.fhir.fhir_version"] == "R4"
     # a cached search result would hide edits from the sync window and from the read-back before writes
     assert env["hapi.fhir.reuse_cached_search_results_millis"] == "0"
-    # the default write mode creates by PUT with ptbill's own ids ("ptb-" + hash)
-    assert defaults.write_mode == "id" and env["hapi.fhir.client_id_strategy"] in ("ANY", "ALPHANUMERIC")
+    # the default write mode ("auto") creates by PUT with ptbill's own ids ("ptb-" + hash) where the server
+    # allows client ids, as this HAPI does
+    assert defaults.write_mode == "auto" and env["hapi.fhir.client_id_strategy"] in ("ANY", "ALPHANUMERIC")
     # pages of ptbill's default size come whole
     assert int(env["hapi.fhir.max_page_size"]) >= defaults.page_size
     assert int(env["hapi.fhir.default_page_size"]) >= 1
