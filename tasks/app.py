@@ -15,6 +15,7 @@ from integration import logs, metrics
 from integration.errors import MappingTableError
 from integration.runner import Runtime, load_settings_tables
 from integration.settings import Settings, unknown_variable_lines
+from tasks import broker_guard
 from tasks.config import celery_config
 
 settings = Settings.from_env()
@@ -22,6 +23,7 @@ if settings.broker_url.startswith("sqla+"):  # embedded demo broker: it is local
     from kombu.transport import sqlalchemy as _kombu_sqla
 
     _kombu_sqla.Transport.polling_interval = 0.05
+broker_guard.install()  # a broker restart must not end the worker (tasks/broker_guard.py)
 app = Celery("ptbill", include=["tasks.sync"])
 app.conf.update(celery_config(settings))
 
