@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
+from integration.classify.fuzzy import Reading, TolerantReader
 from integration.classify.text import Abbrev, Hit, Normalizer, Phrase, PhraseMatcher
 from integration.model import (
     CPT,
@@ -158,6 +159,7 @@ class CDoc:
 class Compiled:
     normalizer: Normalizer
     matcher: PhraseMatcher
+    reader: TolerantReader
     concept_code: dict[str, str]
     concept_label: dict[str, str]
     concept_alts: dict[str, tuple[str, ...]]
@@ -273,9 +275,20 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
     concept_of_code: dict[str, str] = {}
     for c in concepts:
         concept_of_code.setdefault(c.code, c.concept)
+    words: set[str] = set()
+    stems: set[str] = set()
+    for ph in phrases:
+        for kind, val in ph.pattern:
+            if kind == "exact":
+                words.add(val)
+            elif kind == "stem":
+                stems.add(val)
+    for r in rows("classify_abbreviations"):
+        words.update(r.expansion.lower().split())
     return Compiled(
         normalizer=normalizer,
         matcher=PhraseMatcher(phrases),
+        reader=TolerantReader(words, stems),
         concept_code=concept_code,
         concept_label={c.concept: c.label for c in concepts},
         concept_alts=concept_alts,
@@ -354,6 +367,7 @@ class Signals:
     hits: list[tuple[str, str, Hit | None, str | None]] = field(default_factory=list)  # (signal, context,
     # hit, coding evidence)
     group_count_ok: bool = False
+    readings: tuple[Reading, ...] = ()  # tolerant-reading changes in the note text (fuzzy.TolerantReader)
 
     def add(self, sig: str, ctx: str, hit: Hit | None = None, coding: str | None = None) -> None:
         self.mask |= self.bits.of(sig, ctx)
@@ -368,6 +382,7 @@ class Signals:
             if not sig.startswith(families):
                 s.add(sig, ctx, hit, coding)
         s.group_count_ok = self.group_count_ok
+        s.readings = self.readings
         return s
 
 
@@ -398,7 +413,16 @@ def _is_content(sig: str) -> bool:
 
 
 def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple[str, str, Hit]]]:
-    """Tokens and (signal, context, hit) triples for one piece of text; negated hits are dropped.
+    """Tokens and (signal, context, hit) triples for one piece of text (see read_signals)."""
+    toks, out, _readings = read_signals(comp, text)
+    return toks, out
+
+
+def read_signals(
+    comp: Compiled, text: str
+) -> tuple[tuple[str, ...], list[tuple[str, str, Hit]], tuple[Reading, ...]]:
+    """Tokens, (signal, context, hit) triples and tolerant-reading changes for one piece of text; negated
+    hits are dropped.
 
     Context resets at every clause break. A forward negation ("no", "without") drops the hits in the next
     few tokens; a deferral ("held", "deferred", "declined", "d/c'd", "not performed") drops what follows it
@@ -406,7 +430,7 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
     ("gait training held d/t effusion"); "-free" drops the hit right before it. A reason ("d/t dizziness")
     puts the next few tokens in the "reason" context, which no rule counts by default.
     """
-    toks = comp.normalizer.tokens(text)
+    toks, readings = comp.reader.read(comp.normalizer.tokens(text))
     hits = comp.matcher.scan(toks)
     out: list[tuple[str, str, Hit]] = []
     ctx = "main"
@@ -467,7 +491,7 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
             continue
         for s in sigs:
             out.append((s, c, h))
-    return toks, out
+    return toks, out, readings
 
 
 def _reason_end(toks: tuple[str, ...], start: int) -> int:
@@ -518,7 +542,7 @@ def collect(comp: Compiled, itv: Intervention) -> tuple[Signals, tuple[str, ...]
         if row is not None:
             for s in row.signals:
                 sig.add(s, "main", None, f"{system}|{code}")
-    toks, triples = text_signals(comp, note_text(itv))
+    toks, triples, sig.readings = read_signals(comp, note_text(itv))
     bits_of, mask, append = comp.bits.of, sig.mask, sig.hits.append
     for s, ctx, h in triples:  # Signals.add, inlined
         if s == "group.count":
@@ -624,7 +648,7 @@ def _uniq(items: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def _evidence(rule: CRule, sig: Signals) -> list[Evidence]:
+def _evidence(rule: CRule, sig: Signals, specific: frozenset[str] = frozenset()) -> list[Evidence]:
     """The rule, then the matched phrases / codings behind its `all` and `any` expressions that hold (a
     signal counts for an expression in one of its contexts, by name or, for ``name.*``, by prefix); at most
     6 entries."""
@@ -643,11 +667,30 @@ def _evidence(rule: CRule, sig: Signals) -> list[Evidence]:
             if p is None or p in seen:
                 continue
             seen.add(p)
+            if hit is not None and sig.readings:
+                p = _as_read(p, hit, sig.readings)
             ev.append(Evidence("coding" if "|" in p else "phrase", p, rid))
             if len(ev) >= 6:
                 return ev
+    if len(ev) == 1 and specific:
+        # a rule decided by derived signals (the exercise-vs-task form): show the phrases behind the form
+        for s, ctx, hit, _ in hits:
+            if hit is None or ctx != "main" or s not in specific or hit.text in seen:
+                continue
+            seen.add(hit.text)
+            ev.append(Evidence("phrase", _as_read(hit.text, hit, sig.readings), rid))
+            if len(ev) >= 6:
+                break
     return ev
-    return ev
+
+
+def _as_read(text: str, hit: Hit, readings: tuple[Reading, ...]) -> str:
+    """A matched phrase with what the note actually says where tolerant reading changed a token:
+    ``doorway stretch (read from 'dorway strech')``."""
+    written = [r for r in readings if r.start < hit.end and r.end > hit.start]
+    if not written:
+        return text
+    return f"{text} (read from '{' '.join(r.written for r in written)}')"
 
 
 def _doc_findings(comp: Compiled, concept: str, sig: Signals, itv: Intervention, code: str) -> list[Finding]:
@@ -678,7 +721,7 @@ def classify_with(comp: Compiled, itv: Intervention) -> Classification:
     code = rule.code
     alts = _alternatives(comp, rule, sig, code)
     confidence = rule.confidence
-    evidence = _evidence(rule, sig)
+    evidence = _evidence(rule, sig, comp.specific_signals)
     rule_ids = [rule.id]
     findings: list[Finding] = []
     if rule.finding is not None:
