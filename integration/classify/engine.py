@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from integration.classify.fuzzy import Reading, TolerantReader
-from integration.classify.text import Abbrev, Hit, Normalizer, Phrase, PhraseMatcher
+from integration.classify.text import BREAK, Abbrev, Hit, Normalizer, Phrase, PhraseMatcher
 from integration.model import (
     CPT,
     HCPCS_SYSTEMS,
@@ -39,7 +39,7 @@ CLASSIFY_TABLES = (
     *LEXICON_TABLES,
 )
 _DEFAULT_CTX = ("main", "intent", "cue")
-_ALL_CTX = ("main", "intent", "cue", "goal", "reason")
+_ALL_CTX = ("main", "intent", "cue", "goal", "reason", "report")
 _NEG_SPAN = 4
 _MODALITY_CODES = frozenset({"97010", "97012", "97016", "97018", "97022", "97032", "97033", "97035", "G0283"})
 _MANUAL_CODES = frozenset({"97140", "97124"})
@@ -401,6 +401,9 @@ _NEG_MARKERS = {
     "marker.negation_either": _NEG_EITHER,
     "marker.negation_adjacent": _NEG_ADJACENT,  # "NMES-free": only the hit right before it
 }
+_REPORT_MARKER = "marker.report"  # "pt reports doing", "per pt": activity the patient reports, not furnished
+_SESSION_MARKER = "marker.session"  # "today", "in clinic": ends a report
+_REPORT = "report"
 _REASON = "marker.reason"  # "d/t effusion": a short noun phrase giving a cause, not an intervention
 _REASON_SPAN = 3
 # signals that say nothing about what was done: they neither make a clause "content" for a backward
@@ -429,26 +432,46 @@ def read_signals(
     when an intervention follows within that span, otherwise the interventions before it in its clause
     ("gait training held d/t effusion"); "-free" drops the hit right before it. A reason ("d/t dizziness")
     puts the next few tokens in the "reason" context, which no rule counts by default.
+
+    A patient's report of activity ("pt reports doing HEP", "per pt: walks daily") puts what follows in the
+    "report" context (not counted by default: nothing was furnished), over commas and dashes, until the end of
+    its sentence or a clause that documents the session ("today", "in clinic", instruction, cues, assist).
     """
     toks, readings = comp.reader.read(comp.normalizer.tokens(text))
     hits = comp.matcher.scan(toks)
     out: list[tuple[str, str, Hit]] = []
     ctx = "main"
+    report_on = False
+    session_clauses: set[int] | None = None
     neg_until = -1
     neg_modifier = False
     reason_until = -1
     clause = 0
     clause_start = 0  # index in `out` where the current clause starts
     prev: Hit | None = None
+    prev_end = 0
     for i, h in enumerate(hits):
         if h.clause != clause:
+            if report_on:
+                if session_clauses is None:
+                    session_clauses = _session_clauses(hits)
+                if h.clause in session_clauses or _sentence_between(toks, prev_end, h.start):
+                    report_on = False
             clause = h.clause
-            ctx = "main"
+            ctx = _REPORT if report_on else "main"
             neg_until = reason_until = -1
             clause_start = len(out)
             prev = None
         sigs = h.phrase.signals
         lead = sigs[0]
+        prev_end = h.end
+        if lead == _REPORT_MARKER:
+            report_on, ctx = True, _REPORT
+            continue
+        if report_on and (lead == _SESSION_MARKER or lead.startswith("contact.") or lead == "marker.cue"):
+            report_on, ctx = False, "main"
+            if lead == _SESSION_MARKER:
+                continue
         last, prev = prev, h
         if lead == _REASON:  # a cause ends a negation: "no balance work d/t dizziness"
             neg_until = -1
@@ -483,6 +506,8 @@ def read_signals(
             continue
         c = "reason" if h.start < reason_until else ctx
         if lead in _SPAN_MARKERS:
+            if c == _REPORT:
+                continue
             if c != "main" and c != "intent" and c != "cue":
                 out.append((lead, c, h))
                 continue
@@ -492,6 +517,24 @@ def read_signals(
         for s in sigs:
             out.append((s, c, h))
     return toks, out, readings
+
+
+def _session_clauses(hits: list[Hit]) -> set[int]:
+    """Clauses that document the session itself (they end a patient's report)."""
+    out: set[int] = set()
+    for h in hits:
+        lead = h.phrase.signals[0]
+        if lead == _SESSION_MARKER or lead == "marker.cue" or lead.startswith("contact."):
+            out.add(h.clause)
+    return out
+
+
+def _sentence_between(toks: tuple[str, ...], start: int, end: int) -> bool:
+    """Whether a sentence break (two clause breaks in a row) lies in toks[start:end]."""
+    for j in range(max(start, 0), end - 1):
+        if toks[j] == BREAK and toks[j + 1] == BREAK:
+            return True
+    return False
 
 
 def _reason_end(toks: tuple[str, ...], start: int) -> int:
@@ -867,7 +910,7 @@ def relevance_with(comp: Compiled, itv: Intervention) -> str | None:
             continue
         _toks, triples = text_signals(comp, t)
         for s, ctx, _h in triples:
-            if ctx == "goal" or ctx == "reason":
+            if ctx == "goal" or ctx == "reason" or ctx == _REPORT:
                 continue
             if s == "none.nontherapy":
                 nontherapy = True

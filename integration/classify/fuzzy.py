@@ -29,6 +29,8 @@ from symspellpy import SymSpell, Verbosity
 MAX_TOKEN = 24  # longer tokens are not corrected (no real word is longer; bounded lookup cost)
 MIN_TOKEN = 4  # shorter tokens are too ambiguous to correct ("hp", "ot", "sl")
 _CACHE_MAX = 100_000
+# a stem "knows" a word only up to this many letters after it ("mob*" does not know "mobilise")
+_STEM_ENDING = 5
 BREAK = "|"
 
 # British/Australian -> American respellings tried on a token the lexicons do not know (suffix first, then
@@ -118,9 +120,10 @@ class TolerantReader:
         self._join: dict[tuple[str, str], str | None] = {}
 
     def known(self, tok: str) -> bool:
+        """A lexicon word, or a lexicon stem with a short ending ("strength*": "strengthening")."""
         if tok in self._words:
             return True
-        for n in range(self._min_stem, len(tok) + 1):
+        for n in range(max(self._min_stem, len(tok) - _STEM_ENDING), len(tok) + 1):
             if tok[:n] in self._stems:
                 return True
         return False
