@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from integration.classify.fuzzy import Reading, TolerantReader
-from integration.classify.text import BREAK, Abbrev, Hit, Normalizer, Phrase, PhraseMatcher
+from integration.classify.text import BREAK, Abbrev, Hit, Normalizer, Phrase, PhraseMatcher, fold
 from integration.model import (
     CPT,
     HCPCS_SYSTEMS,
@@ -45,6 +45,30 @@ _MODALITY_CODES = frozenset({"97010", "97012", "97016", "97018", "97022", "97032
 _MANUAL_CODES = frozenset({"97140", "97124"})
 # an entry classified as a modality / manual therapy that also documents one of these is several interventions
 _MULTI_EXPRS = ("main:ex.*", "main:task.*", "main:balance.*", "gait.pattern", "gait.training")
+# documentation requirements checked against the code on the Procedure even when the text supports another
+CODED_DOC_CHECKS = frozenset({"DOC-97530-FUNCTIONAL-TASK"})
+F_TEXT_UNREADABLE = "DOC-TEXT-UNREADABLE"
+R_TEXT_UNREADABLE = "R-TEXT-UNREADABLE"
+_READABLE_SHARE = (
+    0.5  # below this share of ASCII letters/digits among non-space characters a text is unreadable
+)
+_WORD_MAX = 64  # a "word" longer than this is not prose
+
+
+def unreadable_ok(text: str) -> bool:
+    """Whether non-blank ``text`` reads as text: at least half of its non-space characters are letters or
+    digits after folding accents (text.fold), and it is not one unbroken run of characters. Blank text is
+    "ok" (nothing to read; other findings say the documentation is missing). Linear in its length."""
+    if not text.strip():
+        return True
+    folded = fold(text)
+    total = len(text) - sum(1 for ch in text if ch.isspace())
+    alnum = sum(1 for ch in folded if ch.isalnum())
+    if total == 0 or alnum < _READABLE_SHARE * total:
+        return False
+    return any(len(w) <= _WORD_MAX for w in folded.split())
+
+
 _CODE_CONFLICT_SOURCE = (
     "ptbill: a coded CPT is evidence, not truth (billing-rules.md §5.1: notes must match the claim)"
 )
@@ -605,9 +629,18 @@ def _is_hcpcs(system: str) -> bool:
     return system in HCPCS_SYSTEMS or system.startswith("https://www.cms.gov/Medicare/Coding/HCPCS")
 
 
+MAX_TEXT = 20_000  # characters of one intervention's documentation that are read (a note is a few hundred)
+F_TEXT_TRUNCATED = "DOC-TEXT-TRUNCATED"
+R_TEXT_TRUNCATED = "R-TEXT-TRUNCATED"
+
+
 def note_text(itv: Intervention) -> str:
-    """The text classified: what was written, or (when blank) the displays of its non-CPT/HCPCS codings."""
+    """The text classified: what was written, or (when blank) the displays of its non-CPT/HCPCS codings; at
+    most MAX_TEXT characters of it (cut at a space where there is one): time per intervention is bounded."""
     text = itv.full_text()
+    if len(text) > MAX_TEXT:
+        cut = text.rfind(" ", MAX_TEXT - 200, MAX_TEXT)
+        return text[: cut if cut > 0 else MAX_TEXT]
     if text.strip():
         return text
     displays = [
@@ -861,10 +894,45 @@ def classify_with(comp: Compiled, itv: Intervention) -> Classification:
                 )
             )
             confidence = min(confidence, 0.75)
+            # the code the clinician chose still needs what it requires ("Ther act" over a plain drill)
+            coded_concept = _concept_of(comp, coded_code)
+            if coded_concept is not None and rule.kind == "decide":
+                findings.extend(
+                    f
+                    for f in _doc_findings(comp, coded_concept, sig, itv, coded_code)
+                    if f.rule_id in CODED_DOC_CHECKS
+                )
 
     concept = _concept_of(comp, code)
     if code != UNSUPPORTED and concept is not None:
         findings.extend(_doc_findings(comp, concept, sig, itv, code))
+    if len(itv.full_text()) > MAX_TEXT:
+        findings.append(
+            Finding(
+                F_TEXT_TRUNCATED,
+                "moderate",
+                f"The documentation is longer than {MAX_TEXT:,} characters; only its beginning was read. "
+                "Record each intervention as its own procedure with its own note.",
+                R_TEXT_TRUNCATED,
+                "ptbill: bad input gets a clear finding (issue 8, bad input)",
+                (itv.id,),
+                code,
+            )
+        )
+    if rule.kind == "abstain-none" and code == UNSUPPORTED and not unreadable_ok(note_text(itv)):
+        findings.append(
+            Finding(
+                F_TEXT_UNREADABLE,
+                "high",
+                "The documentation could not be read as text (mostly symbols, control characters, another "
+                "script, or one unbroken run of characters); nothing was classified. Check the note's "
+                "encoding or re-enter it.",
+                R_TEXT_UNREADABLE,
+                "ptbill: bad input gets a clear finding (issue 8, bad input)",
+                (itv.id,),
+                code,
+            )
+        )
     return Classification(
         code=code,
         alternatives=tuple(alts),
@@ -908,7 +976,7 @@ def relevance_with(comp: Compiled, itv: Intervention) -> str | None:
     for t in texts:
         if not t:
             continue
-        _toks, triples = text_signals(comp, t)
+        _toks, triples = text_signals(comp, t[:MAX_TEXT])
         for s, ctx, _h in triples:
             if ctx == "goal" or ctx == "reason" or ctx == _REPORT:
                 continue

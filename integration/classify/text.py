@@ -297,6 +297,7 @@ class PhraseMatcher:
         self._by_first = {k: sorted(v, key=lambda p: p.rank) for k, v in by_first.items()}
         self._stems = stems
         self._min_stem = min((len(s) for s in stems), default=3)
+        self._max_stem = max((len(s) for s in stems), default=0)
         # token -> {second token: candidates in rank order; None: candidates that do not need a fixed second}
         self._cand_cache: dict[str, dict[str | None, _Cands]] = {}
 
@@ -311,7 +312,7 @@ class PhraseMatcher:
         keys: list[str] = [tok]
         if tok.isdigit():
             keys.append("#")
-        for n in range(self._min_stem, len(tok) + 1):
+        for n in range(self._min_stem, min(len(tok), self._max_stem) + 1):  # bounded: long tokens stay linear
             if tok[:n] in self._stems:
                 keys.append(tok[:n] + "*")
         found: list[Phrase] = []
