@@ -182,8 +182,15 @@ class TolerantReader:
         return res
 
     def _correct(self, t: str) -> str | None:
-        if len(t) < MIN_TOKEN or self.known(t):
+        if len(t) < MIN_TOKEN:
             return None
+        if self.known(t):
+            # known through a stem only ("train*" knows "trainning"): a one-letter slip of a longer lexicon
+            # word that starts with the same stem is still read as that word ("training")
+            if t in self._words or len(t) < 7 or t in self._english:
+                return None
+            near = self._lookup(t, 1)
+            return near if near is not None and near in self._words and near[:4] == t[:4] else None
         for suf, us in BRITISH_RULES:
             if t.endswith(suf):
                 cand = t[: -len(suf)] + us

@@ -24,7 +24,9 @@ BREAK = "|"
 # box is only a separator.
 BLANK_FIELD = "blankfield"
 _UNCHECKED_RX = re.compile(
-    r"(?:\[\s{0,2}\]|\(\s{0,2}\)|[\u2610\u25a1\u25a2\u274f])[^\[\]\u2610-\u2612\u25a0-\u25a3|;,\n]{0,80}"
+    # the box, then its label: up to the next box, a separator, " -" or a double space
+    r"(?:\[\s{0,2}\]|\(\s{0,2}\)|[\u2610\u25a1\u25a2\u274f])"
+    r"(?:(?!\s[-\u2013\u2014]|\s\s)[^\[\]\u2610-\u2612\u25a0-\u25a3|;,\n.:()]){0,40}"
 )
 _CHECKED_RX = re.compile(r"\[\s?[xX\u2713\u2714*+]\s?\]|\([xX]\)|[\u2611\u2612\u25a0\u25a3]")
 _BLANK_RX = re.compile(
