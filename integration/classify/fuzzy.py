@@ -29,6 +29,7 @@ from symspellpy import SymSpell, Verbosity
 MAX_TOKEN = 24  # longer tokens are not corrected (no real word is longer; bounded lookup cost)
 MIN_TOKEN = 4  # shorter tokens are too ambiguous to correct ("hp", "ot", "sl")
 _CACHE_MAX = 100_000
+_PART_MIN = 3  # each part of a dictation split is at least this long ("tread mill", "quadra ped")
 # a stem "knows" a word only up to this many letters after it ("mob*" does not know "mobilise")
 _STEM_ENDING = 5
 BREAK = "|"
@@ -118,6 +119,12 @@ class TolerantReader:
                 self._sym.create_dictionary_entry(w, counts.get(w, 1) + 1)
         self._fix: dict[str, str | None] = {}
         self._join: dict[tuple[str, str], str | None] = {}
+        # parts a vocabulary word can be split into by dictation (exact joins: "dumb" + "bells")
+        self._heads = frozenset(w[:k] for w in self._words for k in range(_PART_MIN, len(w) - _PART_MIN + 1))
+        self._tails = frozenset(w[k:] for w in self._words for k in range(_PART_MIN, len(w) - _PART_MIN + 1))
+        # tokens read as they are, whatever their neighbours: lexicon words, numbers, the clause break, and
+        # English words that are no part of a vocabulary word (grown as notes are read, bounded)
+        self._ok: set[str] = {*self._words, BREAK}
 
     def known(self, tok: str) -> bool:
         """A lexicon word, or a lexicon stem with a short ending ("strength*": "strengthening")."""
@@ -130,6 +137,9 @@ class TolerantReader:
 
     def read(self, toks: Sequence[str]) -> tuple[tuple[str, ...], tuple[Reading, ...]]:
         """The tokens as read, and what was changed (empty when nothing was)."""
+        ok = self._ok
+        if ok.issuperset(toks):  # the usual note: nothing to look up
+            return tuple(toks), ()
         out: list[str] = []
         readings: list[Reading] = []
         fix_cache, words = self._fix, self._words
@@ -138,11 +148,13 @@ class TolerantReader:
             t = toks[i]
             if t in words or t == BREAK or not t.isalpha() or len(t) > MAX_TOKEN:
                 out.append(t)
+                if t.isdigit() and len(ok) < _CACHE_MAX:
+                    ok.add(t)
                 i += 1
                 continue
-            if i + 1 < n:
+            if i + 1 < n and len(t) >= _PART_MIN:
                 nxt = toks[i + 1]
-                if nxt != BREAK and nxt.isalpha() and len(nxt) <= MAX_TOKEN:
+                if len(nxt) >= _PART_MIN and nxt.isalpha() and len(nxt) <= MAX_TOKEN:
                     j = self._joined(t, nxt)
                     if j is not None:
                         readings.append(Reading(len(out), len(out) + 1, f"{t} {nxt}", j, "joined"))
@@ -157,6 +169,8 @@ class TolerantReader:
                     fix_cache[t] = f
             if f is None:
                 out.append(t)
+                if len(ok) < _CACHE_MAX and (len(t) < _PART_MIN or self._inert(t)):
+                    ok.add(t)
             else:
                 how = "spelling" if t in self._english else "typo"
                 readings.append(Reading(len(out), len(out) + 1, t, f, how))
@@ -165,6 +179,10 @@ class TolerantReader:
         if not readings:
             return tuple(toks), ()
         return tuple(out), tuple(readings)
+
+    def _inert(self, t: str) -> bool:
+        """An English word that no dictation split of a vocabulary word starts or ends with."""
+        return t in self._english and t not in self._heads and t not in self._tails
 
     def _joined(self, a: str, b: str) -> str | None:
         key = (a, b)

@@ -34,16 +34,17 @@ _BLANK_RX = re.compile(
     r"|\[(?:insert|enter|type|describe|specify|add|list|fill)[a-z ]{0,30}\]|\{\{[^{}\n]{0,40}\}\}",
     re.IGNORECASE,
 )
-_TEMPLATE_CHARS = frozenset("[(_*?<{\u2610\u2611\u2612\u25a0\u25a1\u25a2\u25a3\u274f")
 
 
 def fill_template(raw: str) -> str:
     """The text with template boxes, blanks and placeholders replaced (see BLANK_FIELD)."""
-    if _TEMPLATE_CHARS.isdisjoint(raw):
-        return raw
-    s = _CHECKED_RX.sub(" , ", raw)
-    s = _UNCHECKED_RX.sub(f" | {BLANK_FIELD} | ", s)
-    return _BLANK_RX.sub(f" {BLANK_FIELD} ", s)
+    s = raw
+    ascii_text = s.isascii()
+    if "[" in s or "()" in s or "( )" in s or "(x)" in s or "(X)" in s or not ascii_text:
+        s = _UNCHECKED_RX.sub(f" | {BLANK_FIELD} | ", _CHECKED_RX.sub(" , ", s))
+    if "__" in s or "**" in s or "??" in s or "<" in s or "{{" in s or "[" in s:
+        s = _BLANK_RX.sub(f" {BLANK_FIELD} ", s)
+    return s
 
 
 def fold(raw: str) -> str:
@@ -55,9 +56,9 @@ def fold(raw: str) -> str:
 
 
 _GAP_MAX = 3
-_CLAUSE_RX = re.compile("[" + re.escape(",()[]{}\t") + "]")  # each becomes a " | " clause break
-# a sentence break is two clause breaks in a row (" | | "): some spans (a patient's report) reach over commas
-# and dashes but end with the sentence
+# each of ",()[]{}" and tab becomes a " | " clause break; a sentence break is two clause breaks in a row
+# (" | | "): some spans (a patient's report) reach over commas and dashes but end with the sentence
+_CLAUSE_RX = re.compile("[" + re.escape(",()[]{}\t") + "]")
 _SENTENCE_RX = re.compile("[" + re.escape(";!?\n\r") + "]")
 SENTENCE = (BREAK, BREAK)
 _PERIOD = re.compile(r"\.(?!\d)")
@@ -118,7 +119,9 @@ class Normalizer:
             s = fold(s)
         if self._cs_rx is not None and self._cs_pre is not None and self._cs_pre.search(s) is not None:
             s = self._cs_rx.sub(self._sub_cs, s)
-        s = _SENTENCE_RX.sub(" | | ", _CLAUSE_RX.sub(" | ", s.lower()))
+        s = _CLAUSE_RX.sub(" | ", s.lower())
+        if ";" in s or "\n" in s or "!" in s or "?" in s or "\r" in s:
+            s = _SENTENCE_RX.sub(" | | ", s)
         if "." in s:
             s = _PERIOD.sub(" | | ", s)
         if "-" in s:
