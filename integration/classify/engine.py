@@ -428,6 +428,9 @@ _NEG_MARKERS = {
 _REPORT_MARKER = "marker.report"  # "pt reports doing", "per pt": activity the patient reports, not furnished
 _SESSION_MARKER = "marker.session"  # "today", "in clinic": ends a report
 _REPORT = "report"
+# instruction, cues or one-on-one contact document the session too (an assist level may be part of a report:
+# "walks at home with husband's hand-held assist")
+_SESSION_SIGNALS = frozenset({"contact.cues", "contact.one_on_one", "marker.cue"})
 _REASON = "marker.reason"  # "d/t effusion": a short noun phrase giving a cause, not an intervention
 _REASON_SPAN = 3
 # signals that say nothing about what was done: they neither make a clause "content" for a backward
@@ -492,7 +495,7 @@ def read_signals(
         if lead == _REPORT_MARKER:
             report_on, ctx = True, _REPORT
             continue
-        if report_on and (lead == _SESSION_MARKER or lead.startswith("contact.") or lead == "marker.cue"):
+        if report_on and (lead == _SESSION_MARKER or lead in _SESSION_SIGNALS):
             report_on, ctx = False, "main"
             if lead == _SESSION_MARKER:
                 continue
@@ -548,7 +551,7 @@ def _session_clauses(hits: list[Hit]) -> set[int]:
     out: set[int] = set()
     for h in hits:
         lead = h.phrase.signals[0]
-        if lead == _SESSION_MARKER or lead == "marker.cue" or lead.startswith("contact."):
+        if lead == _SESSION_MARKER or lead in _SESSION_SIGNALS:
             out.add(h.clause)
     return out
 

@@ -31,7 +31,8 @@ _UNCHECKED_RX = re.compile(
 _CHECKED_RX = re.compile(r"\[\s?[xX\u2713\u2714*+]\s?\]|\([xX]\)|[\u2611\u2612\u25a0\u25a3]")
 _BLANK_RX = re.compile(
     r"_{2,}|\*{3,}|\?{3,}|<(?:insert|enter|type|describe|specify|add|list|fill)[a-z ]{0,30}>"
-    r"|\[(?:insert|enter|type|describe|specify|add|list|fill)[a-z ]{0,30}\]|\{\{[^{}\n]{0,40}\}\}",
+    r"|\[(?:insert|enter|type|describe|specify|add|list|fill)[a-z ]{0,30}\]|\{\{[^{}\n]{0,40}\}\}"
+    r"|(?<![a-z])n/a(?![a-z])",
     re.IGNORECASE,
 )
 
@@ -42,7 +43,7 @@ def fill_template(raw: str) -> str:
     ascii_text = s.isascii()
     if "[" in s or "()" in s or "( )" in s or "(x)" in s or "(X)" in s or not ascii_text:
         s = _UNCHECKED_RX.sub(f" | {BLANK_FIELD} | ", _CHECKED_RX.sub(" , ", s))
-    if "__" in s or "**" in s or "??" in s or "<" in s or "{{" in s or "[" in s:
+    if "__" in s or "**" in s or "??" in s or "<" in s or "{{" in s or "[" in s or "/a" in s or "/A" in s:
         s = _BLANK_RX.sub(f" {BLANK_FIELD} ", s)
     return s
 

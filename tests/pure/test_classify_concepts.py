@@ -52,6 +52,8 @@ BODY_FUNCTION: list[Case] = [
     ("Hip flexor stretch half kneeling 3 x 30 s, piriformis stretch 3 x 30 s", "97110"),
     ("Arm erg 10 min level 3 for UE endurance, HR 98-110", "97110"),
     ("Quadruped rocking back x15 for hip flexion mobility", "97110"),
+    ("Patient is make the leg lifting in lying down, 3 times of 10, for to have the strong muscle", "97110"),
+    ("Theraputty pinch and roll 5 min for grip strength, L hand", "97110"),
     # a named exercise nobody listed, with its dosage on a body part: still a body-function exercise
     ("Zottman curls 3 x 12 R elbow", "97110"),
     # balance / coordination / proprioception / motor control -> 97112 (ICF b235, b260, b760)
@@ -76,11 +78,16 @@ ACTIVITY: list[Case] = [
     ("Tennis: forehand and backhand shadow swings then fed volleys x20", "97530"),
     ("Hammered nails into a board overhead for 2 min x3, carpenter RTW", "97530"),
     ("Lifted grandson's car seat carrier from floor to table x5, hip hinge cues", "97530"),
+    ("Hanging out the washing on the rotary clothes line, 2 loads, SBA", "97530"),
+    ("Picked up pegs from the floor into a basket, 20 reps, graded exposure to bending", "97530"),
+    ("Practised getting off the floor using a chair for support, 4 reps, cues for sequence", "97530"),
     # self-care d5 -> 97535
     ("Brushing teeth and combing hair at the sink in standing, one-handed techniques", "97535"),
     ("Eating setup with plate guard and built-up utensils, pt fed self with 2 demos", "97535"),
     # walking pattern b770 -> 97116
     ("Ambulation 150 ft with quad cane, cues for heel strike and step length", "97116"),
+    ("gait training with the rolling walker two hundred feet, cues to pick up the right foot", "97116"),
+    ("Practise of kerb negotiation with 4WW, up and down, cueing for sequence", "97116"),
 ]
 
 
@@ -211,7 +218,24 @@ GUARDRAILS: list[tuple[str, str, str]] = [
         "97530",
         "",
     ),
+    (
+        "PT aide walked pt to the gym and did 10 min bike, PT arrived after",
+        "UNSUPPORTED",
+        "DOC-UNSUPPORTED-DELEGATED",
+    ),
+    (
+        "Exercises completed with physio student, supervising physio off site",
+        "UNSUPPORTED",
+        "DOC-UNSUPPORTED-DELEGATED",
+    ),
+    ("HEP reviewed for compliance only, no new exercises", "UNSUPPORTED", "DOC-UNSUPPORTED-UNSKILLED"),
     # patient-reported activity with nothing furnished in the session (§8.2)
+    (
+        "Mom reports child has been practicing stairs at home with hand held",
+        "UNSUPPORTED",
+        "DOC-UNSUPPORTED-REPORTED",
+    ),
+    ("Patient report: swimming laps 3x per week at the pool", "UNSUPPORTED", "DOC-UNSUPPORTED-REPORTED"),
     (
         "Pt reports doing her bridges and clams every morning at home; knee less stiff",
         "UNSUPPORTED",
