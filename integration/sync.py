@@ -31,7 +31,13 @@ from integration import __version__
 from integration.decide import decide
 from integration.errors import InputError, OutputValidationError
 from integration.fhir.client import FhirClient, parse_transaction_response
-from integration.fhir.extract import extract_encounter, group_bundle, reference_key
+from integration.fhir.extract import (
+    PRIOR_VISITS_TYPE,
+    extract_encounter,
+    group_bundle,
+    prior_visits_summary,
+    reference_key,
+)
 from integration.fhir.writeback import (
     ENCOUNTER_TAG,
     IDENTIFIER_SYSTEM,
@@ -247,6 +253,7 @@ def context_requests(groups: Iterable[Group], known: set[str]) -> list[tuple[str
             q = quote(pref, safe="/")
             reqs.append((f"ctx:{pref}", f"Coverage?beneficiary={q}&_count=50"))
             reqs.append((f"ctx:{pref}", f"ChargeItem?subject={q}&_count=500"))
+            reqs.append((f"ctx:{pref}", f"Procedure?patient={q}&_count=500"))  # earlier visits (DOC-CLONED)
         for res in g.related.values():
             if res.get("resourceType") != "Procedure":
                 continue
@@ -373,6 +380,7 @@ def slim(group: Group) -> Group:
         if (
             key in wanted
             or rtype in STAFF_TYPES
+            or (rtype == PRIOR_VISITS_TYPE and res.get("patient") == patient)  # earlier visits: hashes
             or to_key(res.get("encounter")) == me
             or (rtype == "Coverage" and patient is not None and to_key(res.get("beneficiary")) == patient)
             or (rtype == "ChargeItem" and patient is not None and to_key(res.get("subject")) == patient)
@@ -389,8 +397,14 @@ def slim(group: Group) -> Group:
 
 def attach_context(group: Group, context: dict[str, dict[str, Any]]) -> Group:
     rel = dict(group.related)
+    me = f"Encounter/{group.encounter.get('id')}"
     for k, v in context.items():
+        if v.get("resourceType") == "Procedure" and ref_of(v.get("encounter")) != me:
+            continue  # another visit's documentation: kept as hashes and dates only (issue 8 §4)
         rel.setdefault(k, v)
+    prior = prior_visits_summary(context, ref_of(group.encounter.get("subject")), me)
+    if prior is not None:
+        rel[f"{PRIOR_VISITS_TYPE}/{prior['id']}"] = prior
     return Group(group.encounter, rel)
 
 
