@@ -7,8 +7,9 @@ Reading (per run, window ``(since, until]`` on the server's ``_lastUpdated``, ``
   1. Encounters in the window with the wanted statuses, each page with its Procedures
      (``_revinclude=Procedure:encounter``), Patient and EpisodeOfCare (``_include``);
   2. Procedures updated in the window whose Encounter was not in (1) -> those Encounters by ``_id``;
-  3. per page, one batch for the context not yet cached in this run: the patients' Coverages and
-     prior ChargeItems, the performers' Practitioner and PractitionerRole resources;
+  3. per page, one batch for the context not yet cached in this run: the patients' Coverages,
+     prior ChargeItems and Procedures (other visits kept as dates and text hashes only, for the
+     copy-forward check), the performers' Practitioner and PractitionerRole resources;
   4. offset paging can skip an item when another one leaves the window while we page; the window's
      count is re-checked at the end and, when it shrank, the ids are listed again to catch up.
 
