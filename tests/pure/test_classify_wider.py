@@ -65,6 +65,53 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     # --- OT re-evaluation; taping alone ---------------------------------------------------------------
     ("OT re-evaluation: new loss of grip after fall, re-measured ROM and grip, POC revised", "97168", ()),
     ("Kinesio tape applied to R shoulder for posture, nothing else today", "UNSUPPORTED", ()),
+    # --- other writers' phrasing of the same codes ---------------------------------------------------
+    ("Pt w/ L posterior canal BPPV; performed CRM x2, post-maneuver precautions reviewed", "95992", ()),
+    ("Log roll maneuver toward the healthy side for R horizontal canal", "95992", ()),
+    ("Epley's maneuver performed on the right, vertigo reproduced then resolved", "95992", ()),
+    ("Dry needling (DN) performed to L infraspinatus x3 needles", "20560", ()),
+    ("IMS to bilateral lumbar multifidi and QL", "20560", ()),
+    ("Trigger point dry needling R UT, levator, rhomboid major, 3 muscles", "20561", ()),
+    ("DN performed to 4 muscles of the R shoulder", "20561", ()),
+    ("dry needling x4 muscles L hip", "20561", ()),
+    ("Cognitive tx: memory strategies for med schedule using pill box and phone alarms", "97129", ()),
+    ("Executive function training: planning a weekly menu within a budget", "97129", ()),
+    ("Problem-solving tasks with written scenarios, post TBI, 60% correct", "97129", ()),
+    ("Sensory diet: heavy work pushing therapy ball, then vestibular input on swing", "97533", ()),
+    ("Tactile play in rice bin to find toys, graded textures", "97533", ()),
+    ("Bus training: rode city bus with pt to pharmacy, paid fare", "97537", ()),
+    ("Work site visit: assessed pt's desk setup and monitor height, recommended sit-stand desk", "97537", ()),
+    ("Money management: budgeting worksheet and counting change", "97537", ()),
+    ("Aphasia tx: naming pictures with phonemic cues 80%", "92507", ()),
+    ("Dysarthria: exaggerated articulation drills in sentences, 70% intelligible", "92507", ()),
+    ("LSVT LOUD: sustained ah x15, high/low pitch glides", "92507", ()),
+    ("Articulation tx: /s/ in initial position words 80% accuracy", "92507", ()),
+    ("Dysphagia tx: chin tuck with thin liquids by cup, no cough", "92526", ()),
+    ("Swallow tx: Shaker exercise 3x30s and effortful swallow", "92526", ()),
+    ("VitalStim NMES to submental muscles during swallow trials of puree", "92526", ()),
+    ("Oral motor tx for feeding: lip closure on spoon, 3 y/o", "92526", ()),
+    (
+        "OT Evaluation - Moderate Complexity: expanded history review, 4 performance deficits, one "
+        "comorbidity affecting performance, minimal modification, several treatment options",
+        "97166",
+        (),
+    ),
+    (
+        "Initial evaluation: performance deficits in dressing and bathing (2); brief history; no "
+        "comorbidities; no modification needed; limited options",
+        "97165",
+        (),
+    ),
+    ("Functional capacity evaluation 4 hrs, lift capacity testing, report to adjuster", "97750", ()),
+    ("Functional movement screen 14/21, written report", "97750", ()),
+    ("Mech traction lumbar 60 lb intermittent 12 min", "97012", ()),
+    ("Game Ready to R knee 30 min 34 deg", "97016", ()),
+    ("Russian stim to quad with PT cueing contractions during SAQ", "97032", ()),
+    ("Water walking in pool with PT 1:1, 15 min", "97113", ()),
+    ("Follow-up prosthetic visit: socket adjustment, added 2 ply socks", "97763", ()),
+    ("Prosthetic training: donning and doffing new BK prosthesis with pin lock liner", "97761", ()),
+    ("Orthotic check-out: AFO fit and skin check at 2nd visit", "97763", ()),
+    ("KT tape applied to L knee for patellar tracking", "UNSUPPORTED", ()),
     # --- guards: the original codes are not taken over --------------------------------------------------
     ("Balance: tandem stance on foam 3x30s, pt with mild dysarthria", "97112", ()),
     ("Gait training with RW, cues for step length; pt has cognitive impairment", "97116", ()),
@@ -72,6 +119,8 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     ("STM to R upper trap and levator for trigger point release", "97140", ()),
     ("Brandt-Daroff habituation exercises x5 each side", "97112", ()),
     ("Sit to stand transfers x10 from low chair w/ CGA to get off the couch", "97530", ()),
+    ("Gait training 150 ft with RW, cues for heel strike; pt with expressive aphasia", "97116", ()),
+    ("Carrying grocery bags 10 lb x 40 ft to simulate getting groceries into the house", "97530", ()),
 ]
 
 
