@@ -7,9 +7,8 @@ Reading (per run, window ``(since, until]`` on the server's ``_lastUpdated``, ``
   1. Encounters in the window with the wanted statuses, each page with its Procedures
      (``_revinclude=Procedure:encounter``), Patient and EpisodeOfCare (``_include``);
   2. Procedures updated in the window whose Encounter was not in (1) -> those Encounters by ``_id``;
-  3. per page, one batch for the context not yet cached in this run: the patients' Coverages,
-     prior ChargeItems and Procedures (other visits kept as dates and text hashes only, for the
-     copy-forward check), the performers' Practitioner and PractitionerRole resources;
+  3. per page, one batch for the context not yet cached in this run: the patients' Coverages and
+     prior ChargeItems, the performers' Practitioner and PractitionerRole resources;
   4. offset paging can skip an item when another one leaves the window while we page; the window's
      count is re-checked at the end and, when it shrank, the ids are listed again to catch up.
 
@@ -31,14 +30,9 @@ from urllib.parse import quote
 from integration import __version__
 from integration.decide import decide
 from integration.errors import InputError, OutputValidationError
+from integration.fhir import extract as fhir_extract  # the patient's earlier visits (issue 8 §4)
 from integration.fhir.client import FhirClient, parse_transaction_response
-from integration.fhir.extract import (
-    PRIOR_VISITS_TYPE,
-    extract_encounter,
-    group_bundle,
-    prior_visits_summary,
-    reference_key,
-)
+from integration.fhir.extract import extract_encounter, group_bundle, reference_key
 from integration.fhir.writeback import (
     ENCOUNTER_TAG,
     IDENTIFIER_SYSTEM,
@@ -381,7 +375,7 @@ def slim(group: Group) -> Group:
         if (
             key in wanted
             or rtype in STAFF_TYPES
-            or (rtype == PRIOR_VISITS_TYPE and res.get("patient") == patient)  # earlier visits: hashes
+            or (rtype == fhir_extract.PRIOR_VISITS_TYPE and res.get("patient") == patient)  # hashes only
             or to_key(res.get("encounter")) == me
             or (rtype == "Coverage" and patient is not None and to_key(res.get("beneficiary")) == patient)
             or (rtype == "ChargeItem" and patient is not None and to_key(res.get("subject")) == patient)
@@ -403,9 +397,9 @@ def attach_context(group: Group, context: dict[str, dict[str, Any]]) -> Group:
         if v.get("resourceType") == "Procedure" and ref_of(v.get("encounter")) != me:
             continue  # another visit's documentation: kept as hashes and dates only (issue 8 §4)
         rel.setdefault(k, v)
-    prior = prior_visits_summary(context, ref_of(group.encounter.get("subject")), me)
+    prior = fhir_extract.prior_visits_summary(context, ref_of(group.encounter.get("subject")), me)
     if prior is not None:
-        rel[f"{PRIOR_VISITS_TYPE}/{prior['id']}"] = prior
+        rel[f"{fhir_extract.PRIOR_VISITS_TYPE}/{prior['id']}"] = prior
     return Group(group.encounter, rel)
 
 
