@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 ALLOWED = {
@@ -43,6 +45,9 @@ ALLOWED = {
 }
 
 
+_FRAMES = 6
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
@@ -61,6 +66,12 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             out["exc_type"] = type(exc).__name__
+            # where it happened, never what it said: module, function and line of the innermost frames
+            # (the exception's text may quote data; frame locations cannot)
+            out["exc_where"] = [
+                f"{Path(f.filename).stem}:{f.name}:{f.lineno}"
+                for f in traceback.extract_tb(record.exc_info[2])[-_FRAMES:]
+            ]
             summary = getattr(exc, "summary", None)
             if callable(summary) and type(exc).__module__.startswith("integration"):
                 d = summary()
