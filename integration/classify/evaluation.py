@@ -35,7 +35,7 @@ LEVEL_NAMES = {LOW: "low", MODERATE: "moderate", HIGH: "high"}
 
 _SENTENCE = re.compile(r"(?<=[.;!?])\s+|\n+")
 _PARENS = re.compile(r"\([^()]*\)")
-_LIST_END = r"(?:\.(?=\s|$)|$)"
+_LIST_END = r"(?:\.(?=\s|$)|\||\n|$)"  # a list ends with its sentence, a flowsheet cell or a line
 _EXAM_LIST = re.compile(
     r"\b(?:exam(?:ination)?|examined|objective|tests and measures|assessed|re-?measured)\s*[:\-]\s*(.+?)"
     + _LIST_END
@@ -50,6 +50,8 @@ _DEFICIT_COUNT = re.compile(
 _DEFICIT_LIST = re.compile(r"\bdeficits?\s*[:\-]\s*(.+?)" + _LIST_END)
 _AFFECTS = re.compile(r"\baffect(?:s|ed|ing)?\b|\bimpact(?:s|ed|ing)?\b|\blimit(?:s|ed|ing)\b")
 _SPLIT_WIDE = re.compile(r"[,;/]|\band\b|\bplus\b")
+# an unchecked template box with its label, or a blank: documents nothing (LABELING.md §8, conventions 1)
+_UNCHECKED = re.compile(r"\[\s*\]\s*[^\[\]|;,.\n]*|_{3,}")
 _REVIEW = {"evalx.review_brief": LOW, "evalx.review_expanded": MODERATE, "evalx.review_extensive": HIGH}
 _MODIFICATION = {"evalx.modif_none": LOW, "evalx.modif_some": MODERATE, "evalx.modif_significant": HIGH}
 _OPTIONS = {"evalx.options_limited": LOW, "evalx.options_several": MODERATE, "evalx.options_multiple": HIGH}
@@ -87,8 +89,14 @@ class Assessment:
 Scanner = Callable[[str], Sequence[SideHit]]
 
 
+def strip_unchecked(text: str) -> str:
+    """The text without unchecked template boxes (``[ ] evolving``) and blanks (``___``)."""
+    return _UNCHECKED.sub(" ", text) if "[" in text or "___" in text else text
+
+
 def assess(discipline: Discipline, text: str, scan: Scanner) -> Assessment:
     """Assess one evaluation note; ``scan`` runs the side_eval matcher over a piece of raw text."""
+    text = strip_unchecked(text)
     sentences = [s for s in _SENTENCE.split(text) if s.strip()]
     per_sentence = [(s, list(scan(s))) for s in sentences]
     hits = [h for _, hs in per_sentence for h in hs]
@@ -118,9 +126,14 @@ def _distinct(hits: Sequence[SideHit], signal: str) -> dict[str, str]:
 def _list_items(m: re.Match[str] | None, *, semicolons_first: bool) -> list[str]:
     if m is None:
         return []
-    body = _PARENS.sub(" ", m.group(1))
+    body = _PARENS.sub(" ", m.group(1)).strip()
+    if body.isdigit():  # "factors affecting POC: 2"
+        return ["(as counted in the note)"] * min(int(body), 20)
     if semicolons_first and ";" in body:
-        parts = body.split(";")
+        parts: list[str] = []
+        for seg in body.split(";"):  # "lives alone; comorbidities: DM, HTN"
+            _head, colon, rest = seg.partition(":")
+            parts.extend(rest.split(",") if colon else [seg])
     else:
         parts = _SPLIT_WIDE.split(body)
     return [p.strip() for p in parts if re.search(r"[a-z]", p)]

@@ -78,7 +78,7 @@ def muscle_count(
     tables: Tables, on: date | None, comp: Compiled, text: str
 ) -> tuple[int | None, tuple[str, ...]]:
     """(muscles needled, the muscles named): the note's stated number first, else the distinct muscles."""
-    toks = comp.normalizer.tokens(text)
+    toks = comp.normalizer.tokens(evaluation.strip_unchecked(text))
     stated = _stated_muscles(toks)
     named: dict[str, str] = {}
     for h in sidelex.scan(sidelex.matcher(tables, MUSCLE_TABLE, on), toks):

@@ -76,6 +76,24 @@ CASES: list[tuple[str, str, bool]] = [
         "97167",
         False,
     ),
+    # template: only checked boxes document anything; lists under their own headings
+    (
+        "PT EVAL | Personal factors: lives alone; Comorbidities: DM, HTN | Exam: ROM, strength, gait, "
+        "balance | Presentation: [x] stable [ ] evolving [ ] unstable",
+        "97161",
+        False,
+    ),
+    (
+        "PT EVAL | Personal factors: lives alone; Comorbidities: DM, HTN. Exam: ROM, strength, gait, "
+        "balance. Presentation: [ ] stable [ ] evolving [x] unstable",
+        "97163",
+        False,
+    ),
+    (
+        "PT eval. Factors affecting POC: 2. Exam: hip ROM, hip strength, gait. Presentation evolving.",
+        "97162",
+        False,
+    ),
     (
         "OT evaluation: brief history, 2 performance deficits, no comorbidities; multiple treatment options.",
         "97165",
