@@ -51,6 +51,9 @@ _DEFICIT_LIST = re.compile(r"\bdeficits?\s*[:\-]\s*(.+?)" + _LIST_END)
 _AFFECTS = re.compile(r"\baffect(?:s|ed|ing)?\b|\bimpact(?:s|ed|ing)?\b|\blimit(?:s|ed|ing)\b")
 _SPLIT_WIDE = re.compile(r"[,;/]|\band\b|\bplus\b")
 # an unchecked template box with its label, or a blank: documents nothing (LABELING.md §8, conventions 1)
+# an evaluation's components are read from its first 20,000 characters (an evaluation note is far shorter;
+# the bound keeps the list regexes linear on any input)
+_MAX_CHARS = 20_000
 _UNCHECKED = re.compile(r"\[\s*\]\s*[^\[\]|;,.\n]*|_{3,}")
 _REVIEW = {"evalx.review_brief": LOW, "evalx.review_expanded": MODERATE, "evalx.review_extensive": HIGH}
 _MODIFICATION = {"evalx.modif_none": LOW, "evalx.modif_some": MODERATE, "evalx.modif_significant": HIGH}
@@ -96,7 +99,7 @@ def strip_unchecked(text: str) -> str:
 
 def assess(discipline: Discipline, text: str, scan: Scanner) -> Assessment:
     """Assess one evaluation note; ``scan`` runs the side_eval matcher over a piece of raw text."""
-    text = strip_unchecked(text)
+    text = strip_unchecked(text[:_MAX_CHARS])
     sentences = [s for s in _SENTENCE.split(text) if s.strip()]
     per_sentence = [(s, list(scan(s))) for s in sentences]
     hits = [h for _, hs in per_sentence for h in hs]

@@ -124,3 +124,21 @@ def test_missing_component_names_it_and_what_the_rest_supports(tables: Tables) -
     assert {"97162", "97163"} <= set(c.alternatives)
     (f,) = [f for f in c.findings if f.code == F_EVAL_COMPLEXITY]
     assert "clinical presentation" in f.message and "97163" in f.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "PT eval " + "deficits " * 400_000,
+        "OT eval deficits: " + "(" * 200_000,
+        "PT eval Exam: " + "a, " * 300_000,
+    ],
+    ids=["repeated-word", "parens", "long-list"],
+)
+def test_huge_evaluation_text_is_bounded(tables: Tables, text: str) -> None:
+    import time
+
+    t0 = time.process_time()
+    c = classify(Intervention(id="p", text=text), tables)
+    assert c.code in ("97161", "97162", "97163", "97165", "97166", "97167")
+    assert time.process_time() - t0 < 20
