@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import date
 
+from integration.classify import wider
 from integration.classify.engine import classify_with, compiled_for, relevance_with
 from integration.model import Classification, Intervention
 from mappings.loader import Tables
@@ -20,7 +21,10 @@ __all__ = ["classify", "therapy_relevance"]
 
 def classify(itv: Intervention, tables: Tables, *, on: date | None = None) -> Classification:
     """Classify one intervention as of the date of service ``on`` (rows in force then; all rows when None)."""
-    return classify_with(compiled_for(tables, on or itv.performed_date), itv)
+    on = on or itv.performed_date
+    comp = compiled_for(tables, on)
+    # wider code set (issue 8 §5): muscle counts (20560/20561) and evaluation complexity, on the final answer
+    return wider.refine(tables, on, comp, itv, classify_with(comp, itv))
 
 
 def therapy_relevance(itv: Intervention, tables: Tables) -> str | None:
