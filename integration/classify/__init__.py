@@ -1,7 +1,8 @@
 """Intervention classification: one documented intervention -> a CPT/HCPCS code (or UNSUPPORTED).
 
 Public API (pure; no Celery, HTTP or settings):
-  classify(itv, tables, *, on=None) -> Classification
+  classify(itv, tables, *, on=None) -> Classification (with its documented items and, for an entry that
+      documents several codes, the mixed-entry decision: integration.classify.entry)
   therapy_relevance(itv, tables) -> None when the procedure looks like rehab therapy, else a skip reason
 
 The rules, lexicons and code maps are data in mappings/classify/*.yaml; see integration.classify.engine.
@@ -9,20 +10,46 @@ The rules, lexicons and code maps are data in mappings/classify/*.yaml; see inte
 
 from __future__ import annotations
 
+import threading
 from datetime import date
+from functools import partial
 
 from integration.classify.engine import classify_with, compiled_for, relevance_with
+from integration.classify.entry import CodeSets, classify_entry
 from integration.model import Classification, Intervention
 from mappings.loader import Tables
 
 __all__ = ["classify", "therapy_relevance"]
 
+_CODE_SETS: dict[tuple[int, date | None], tuple[Tables, CodeSets]] = {}
+_CODE_SETS_LOCK = threading.Lock()
+
 
 def classify(itv: Intervention, tables: Tables, *, on: date | None = None) -> Classification:
     """Classify one intervention as of the date of service ``on`` (rows in force then; all rows when None)."""
-    return classify_with(compiled_for(tables, on or itv.performed_date), itv)
+    day = on or itv.performed_date
+    comp = compiled_for(tables, day)
+    return classify_entry(partial(classify_with, comp), itv, _code_sets(tables, day))
 
 
 def therapy_relevance(itv: Intervention, tables: Tables) -> str | None:
     """None when ``itv`` looks like a rehab-therapy intervention, otherwise a short skip reason."""
     return relevance_with(compiled_for(tables, itv.performed_date), itv)
+
+
+def _code_sets(tables: Tables, on: date | None) -> CodeSets:
+    """Untimed and whole-session codes (core/billable_codes.yaml ``timed``, ``category``) as of ``on``."""
+    key = (id(tables), on)
+    hit = _CODE_SETS.get(key)
+    if hit is not None and hit[0] is tables:
+        return hit[1]
+    rows = tables.active("billable_codes", on) if "billable_codes" in tables else ()
+    sets = CodeSets(
+        untimed=frozenset(r.code for r in rows if not r.timed),
+        session=frozenset(r.code for r in rows if r.category in ("evaluation", "group")),
+    )
+    with _CODE_SETS_LOCK:
+        if len(_CODE_SETS) >= 256:
+            _CODE_SETS.clear()
+        _CODE_SETS[key] = (tables, sets)
+    return sets

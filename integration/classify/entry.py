@@ -1,0 +1,329 @@
+"""Deciding an entry from its documented items (pure).
+
+One Procedure's documentation is split into items (``integration.classify.segment``); each item is classified
+on its own with the engine's public entry ``classify_with`` (no codings: an item is judged on what it says),
+and the entry is decided from them:
+
+* **all coded items one code** -> the entry's classification as the engine made it on the whole text (it sees
+  what the items share: the heading's context, a purpose written once for the list). When the engine's code
+  differs from the items' and a heading names it ("Ther act:" over isolated exercises), the items decide and
+  ``DOC-HEADING-CONTRADICTS`` says so;
+* **several codes, every coded item with its own minutes** (summing to no more than the Procedure's
+  minutes) -> ``Classification.shares``: one share per code with those minutes; billing makes one line per
+  share (``integration/billing/steps/entries.py``), which then goes through the units rules like any other
+  line. ``DOC-MIXED-INTERVENTIONS`` (low) names the items per code;
+* **several codes without per-item minutes** -> minutes are never moved by weight: the entry keeps the code
+  documented on the Procedure when an item supports it, else the best supported code (most items; a tie
+  goes to the engine's code on the whole text when it is among them, else the first timed code), and
+  ``DOC-MIXED-INTERVENTIONS`` (moderate) names the items per code; billing adds a Task asking the
+  clinician to split the minutes (``DOC-SPLIT-MINUTES``).
+
+The engine's UNSUPPORTED on the whole text stands (an aide, a template left blank, a note that documents no
+skilled service): items never turn an abstention into a code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from integration.classify.segment import Heading, Segment, Segmentation, segment
+from integration.model import (
+    CPT,
+    HCPCS_SYSTEMS,
+    UNSUPPORTED,
+    Classification,
+    CodeShare,
+    DocumentedItem,
+    Evidence,
+    Finding,
+    Intervention,
+    Severity,
+)
+
+F_MIXED = "DOC-MIXED-INTERVENTIONS"
+F_HEADING = "DOC-HEADING-CONTRADICTS"
+RULE_ITEMS = "ENTRY-ITEMS"
+RULE_MIXED = "ENTRY-MIXED"
+RULE_SHARES = "ENTRY-MIXED-SHARES"
+RULE_HEADING = "ENTRY-HEADING"
+SOURCE_MIXED = (
+    "MBPM ch. 15 §220.3 (each intervention documented and billed as furnished; per-code minutes when several "
+    "timed codes are billed); billing-rules.md §5.1; classification issue 8 (items, not strings)"
+)
+SOURCE_HEADING = (
+    "LABELING.md §8.1 (a heading is only a label: when it and the content disagree, code the content)"
+)
+# findings of the engine on the whole text that the item decision replaces
+_REPLACED = frozenset({"DOC-MULTIPLE-INTERVENTIONS"})
+_QUOTE_MAX = 60
+
+_LABEL_MAX_WORDS = 4  # a category heading ("Ther act", "Neuro Re-ed [x]"); longer ones are context
+_LABEL_NOISE = re.compile(r"\[[^\]]{0,3}\]|\(\s*[0-9G]\d{4}\s*\)|\d+\s*min\w*|_+", re.I)
+
+Classifier = Callable[[Intervention], Classification]
+
+
+@dataclass(frozen=True)
+class CodeSets:
+    """Code categories the decision needs, from core/billable_codes.yaml as of the date of service."""
+
+    untimed: frozenset[str] = frozenset()  # one unit per session: never the dominant code by minutes
+    session: frozenset[str] = frozenset()  # evaluations and group therapy: the whole session is one service
+
+
+def classify_entry(
+    classify_one: Classifier, itv: Intervention, codes: CodeSets = CodeSets()
+) -> Classification:
+    """The entry's classification with its items; ``classify_one`` is the engine on one intervention."""
+    whole = classify_one(itv)
+    text = itv.full_text()
+    if not text.strip():
+        return whole
+    seg = segment(text)
+    if len(seg.segments) <= 1 and not seg.headings:
+        return replace(whole, items=tuple(_item(s, whole) for s in seg.segments))
+    item_cls = [classify_one(item_intervention(itv, s)) for s in seg.segments]
+    return decide_entry(itv, whole, seg, item_cls, classify_one, codes)
+
+
+def item_intervention(itv: Intervention, s: Segment) -> Intervention:
+    """One item as an intervention: its text and minutes, the Procedure's site, date and performers."""
+    return Intervention(
+        id=itv.id,
+        text=s.text,
+        body_sites=itv.body_sites,
+        minutes=s.minutes,
+        performed_date=itv.performed_date,
+        status=itv.status,
+        performers=itv.performers,
+        group_size=itv.group_size,
+    )
+
+
+def decide_entry(
+    itv: Intervention,
+    whole: Classification,
+    seg: Segmentation,
+    item_cls: Sequence[Classification],
+    classify_one: Classifier | None = None,
+    codes: CodeSets = CodeSets(),
+) -> Classification:
+    """Decide an entry from the engine's whole-text classification and its items' (see the module doc)."""
+    items = [_item(s, c) for s, c in zip(seg.segments, item_cls, strict=True)]
+    heading_code = _heading_codes(seg, items, classify_one)
+    # a heading with no coded item under it documents the intervention itself ("2nd visit PIP splint: tension
+    # adjusted"): it is an item
+    for h in seg.headings:
+        hc = heading_code.get(h)
+        if (
+            hc is None
+            or hc == UNSUPPORTED
+            or any(it.heading == h.label and it.code != UNSUPPORTED for it in items)
+        ):
+            continue
+        at = next((k for k, it in enumerate(items) if it.start >= h.start), len(items))
+        items.insert(at, DocumentedItem(h.start, h.end, h.label, hc, heading=None))
+    done = tuple(items)
+    if whole.code == UNSUPPORTED or whole.code in codes.session:
+        return replace(whole, items=done)  # an abstention, a group session or an evaluation is one service
+    coded = [(i, it) for i, it in enumerate(done) if it.code != UNSUPPORTED]
+    found = list(dict.fromkeys(it.code for _, it in coded))
+    if not found:
+        return replace(whole, items=done)
+    contra = _contradicting(seg, done, heading_code)
+    if len(found) >= 2 and any(_covered(c, coded) for c in (whole.code, *found)):
+        found = [whole.code]
+    if len(found) == 1:
+        only = found[0]
+        if whole.code == only and not contra:
+            return replace(whole, items=done)
+        if not contra:
+            return replace(whole, items=done)
+        return _by_items(itv, whole, done, only, contra)
+    return _mixed(itv, whole, done, coded, found, codes, contra)
+
+
+def _covered(code: str, coded: list[tuple[int, DocumentedItem]]) -> bool:
+    """Every coded item names ``code`` as its code or an alternative: one intervention, described in parts."""
+    return all(it.code == code or code in it.alternatives for _, it in coded)
+
+
+def _heading_codes(
+    seg: Segmentation, items: list[DocumentedItem], classify_one: Classifier | None
+) -> dict[Heading, str]:
+    if classify_one is None:
+        return {}
+    return {h: classify_one(Intervention(id="heading", text=h.label)).code for h in seg.headings}
+
+
+def _contradicting(
+    seg: Segmentation, items: tuple[DocumentedItem, ...], heading_code: dict[Heading, str]
+) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(label, its code, the codes under it) for each category heading ("Ther act:", "Ther Ex [x]") whose
+    code none of the coded items under it documents. A longer heading is context, not a label."""
+    out = []
+    for h in seg.headings:
+        hc = heading_code.get(h, UNSUPPORTED)
+        if hc == UNSUPPORTED or len(_label_words(h.label)) > _LABEL_MAX_WORDS:
+            continue
+        under = tuple(
+            dict.fromkeys(it.code for it in items if it.heading == h.label and it.code != UNSUPPORTED)
+        )
+        if under and hc not in under:
+            out.append((h.label, hc, under))
+    return out
+
+
+def _label_words(label: str) -> list[str]:
+    return [w for w in _LABEL_NOISE.sub(" ", label).split() if w]
+
+
+def _item(s: Segment, c: Classification) -> DocumentedItem:
+    return DocumentedItem(
+        start=s.start,
+        end=s.end,
+        text=s.text,
+        code=c.code,
+        evidence=tuple(e for e in c.evidence if e.kind != "rule"),
+        alternatives=c.alternatives,
+        minutes=s.minutes,
+        heading=s.heading,
+    )
+
+
+def _by_items(
+    itv: Intervention,
+    whole: Classification,
+    items: tuple[DocumentedItem, ...],
+    code: str,
+    contra: list[tuple[str, str, tuple[str, ...]]],
+) -> Classification:
+    ev = [e for it in items if it.code == code for e in it.evidence][:6]
+    return Classification(
+        code=code,
+        alternatives=tuple(dict.fromkeys(a for a in (whole.code, *whole.alternatives) if a != code)),
+        confidence=min(whole.confidence, 0.8) if code != whole.code else whole.confidence,
+        evidence=(Evidence("rule", RULE_HEADING, RULE_HEADING), *ev)
+        if code != whole.code
+        else whole.evidence,
+        findings=(
+            *(x for x in whole.findings if x.line_code in (None, code)),
+            *_heading_findings(itv, contra),
+        ),
+        rule_ids=(*whole.rule_ids, RULE_HEADING),
+        items=items,
+    )
+
+
+def _mixed(
+    itv: Intervention,
+    whole: Classification,
+    items: tuple[DocumentedItem, ...],
+    coded: list[tuple[int, DocumentedItem]],
+    codes: list[str],
+    sets: CodeSets,
+    contra: list[tuple[str, str, tuple[str, ...]]],
+) -> Classification:
+    untimed = sets.untimed
+    by_code: dict[str, list[int]] = {c: [i for i, it in coded if it.code == c] for c in codes}
+    coded_code = _coded(itv)
+    minutes = [it.minutes for _, it in coded]
+    total = sum(m for m in minutes if m is not None)
+    with_minutes = all(m is not None for m in minutes) and (itv.minutes is None or total <= itv.minutes)
+    shares: tuple[CodeShare, ...] = ()
+    if with_minutes:
+        shares = tuple(
+            CodeShare(c, sum(items[i].minutes or 0 for i in idx), tuple(idx)) for c, idx in by_code.items()
+        )
+        timed = [s for s in shares if s.code not in untimed] or list(shares)
+        code = coded_code if coded_code in by_code else max(timed, key=lambda s: s.minutes).code
+    elif coded_code in by_code:
+        code = coded_code
+    else:
+        most = max(len(v) for v in by_code.values())
+        tied = [c for c, v in by_code.items() if len(v) == most]
+        timed_tied = [c for c in tied if c not in untimed] or tied
+        code = whole.code if whole.code in tied else timed_tied[0]
+    per_code = "; ".join(
+        f"{c}: "
+        + ", ".join(
+            f"'{_quote(items[i].text)}'" + (f" {items[i].minutes} min" if with_minutes else "") for i in idx
+        )
+        for c, idx in by_code.items()
+    )
+    if shares:
+        msg = (
+            f"One entry documents {len(codes)} codes, each item with its own minutes ({per_code}); billed as "
+            "one line per code with those minutes."
+        )
+        sev: Severity = "low"
+    else:
+        basis = "the code on the Procedure" if code == coded_code else "the code with the most items"
+        why = (
+            f" (the items' minutes, {total}, exceed the entry's {itv.minutes})"
+            if all(m is not None for m in minutes)
+            else ""
+        )
+        msg = (
+            f"One entry documents {len(codes)} codes ({per_code}) without minutes per item{why}; all minutes "
+            f"stay on {code} ({basis}) until the clinician records the minutes of each intervention."
+        )
+        sev = "moderate"
+    findings: list[Finding] = [
+        x
+        for x in whole.findings
+        if x.code not in _REPLACED and not (x.code == "CODE-CONFLICT" and coded_code in by_code)
+    ]
+    findings.append(
+        Finding(F_MIXED, sev, msg, RULE_SHARES if shares else RULE_MIXED, SOURCE_MIXED, (itv.id,), code)
+    )
+    hd = _heading_findings(itv, contra)
+    findings.extend(hd)
+    rid = RULE_SHARES if shares else RULE_MIXED
+    ev: list[Evidence] = [Evidence("rule", rid, rid)]
+    for c, idx in by_code.items():
+        ev.extend(Evidence(e.kind, f"{c}: {e.value}", rid) for e in items[idx[0]].evidence[:1])
+    return Classification(
+        code=code,
+        alternatives=tuple(dict.fromkeys(a for a in (*codes, *whole.alternatives) if a != code)),
+        confidence=round(min(whole.confidence, 0.7 if shares else 0.6), 3),
+        evidence=tuple(ev),
+        findings=tuple(findings),
+        rule_ids=(*whole.rule_ids, rid, *([RULE_HEADING] if hd else [])),
+        shares=shares,
+        items=items,
+    )
+
+
+def _heading_findings(itv: Intervention, contra: list[tuple[str, str, tuple[str, ...]]]) -> list[Finding]:
+    """A category heading naming a code none of the coded items under it documents (decided by the items)."""
+    return [
+        Finding(
+            F_HEADING,
+            "low",
+            f"The heading '{_quote(label)}' names {hc} but the items under it document {', '.join(under)}; "
+            "coded by the items.",
+            RULE_HEADING,
+            SOURCE_HEADING,
+            (itv.id,),
+            None,
+        )
+        for label, hc, under in contra
+    ]
+
+
+def _coded(itv: Intervention) -> str | None:
+    for c in itv.codings:
+        system, code = c.system or "", (c.code or "").strip()
+        if code and (
+            system == CPT or system in HCPCS_SYSTEMS or system.startswith("https://www.cms.gov/Medicare")
+        ):
+            return code
+    return None
+
+
+def _quote(t: str) -> str:
+    t = " ".join(t.split())
+    return t if len(t) <= _QUOTE_MAX else t[: _QUOTE_MAX - 1] + "…"
