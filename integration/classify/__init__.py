@@ -11,10 +11,11 @@ The rules, lexicons and code maps are data in mappings/classify/*.yaml; see inte
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import date
 from functools import partial
 
-from integration.classify.engine import classify_with, compiled_for, relevance_with
+from integration.classify.engine import Compiled, classify_with, compiled_for, relevance_with
 from integration.classify.entry import CodeSets, classify_entry
 from integration.model import Classification, Intervention
 from mappings.loader import Tables
@@ -23,18 +24,42 @@ __all__ = ["classify", "therapy_relevance"]
 
 _CODE_SETS: dict[tuple[int, date | None], tuple[Tables, CodeSets]] = {}
 _CODE_SETS_LOCK = threading.Lock()
+_LABELS: dict[int, tuple[Compiled, Callable[[str], str]]] = {}
+_LABELS_MAX = 10_000  # distinct heading labels per table set (at most 60 characters each)
 
 
 def classify(itv: Intervention, tables: Tables, *, on: date | None = None) -> Classification:
     """Classify one intervention as of the date of service ``on`` (rows in force then; all rows when None)."""
     day = on or itv.performed_date
     comp = compiled_for(tables, day)
-    return classify_entry(partial(classify_with, comp), itv, _code_sets(tables, day))
+    return classify_entry(partial(classify_with, comp), itv, _code_sets(tables, day), _labels(comp))
 
 
 def therapy_relevance(itv: Intervention, tables: Tables) -> str | None:
     """None when ``itv`` looks like a rehab-therapy intervention, otherwise a short skip reason."""
     return relevance_with(compiled_for(tables, itv.performed_date), itv)
+
+
+def _labels(comp: Compiled) -> Callable[[str], str]:
+    """The engine's code for a heading label, cached per compiled table set (labels repeat: "Ther ex")."""
+    hit = _LABELS.get(id(comp))
+    if hit is not None and hit[0] is comp:
+        return hit[1]
+    cache: dict[str, str] = {}
+
+    def code(label: str) -> str:
+        c = cache.get(label)
+        if c is None:
+            c = classify_with(comp, Intervention(id="heading", text=label)).code
+            if len(cache) < _LABELS_MAX:
+                cache[label] = c
+        return c
+
+    with _CODE_SETS_LOCK:
+        if len(_LABELS) >= 64:
+            _LABELS.clear()
+        _LABELS[id(comp)] = (comp, code)
+    return code
 
 
 def _code_sets(tables: Tables, on: date | None) -> CodeSets:

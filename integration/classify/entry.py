@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from integration.classify.segment import Heading, Segment, Segmentation, segment
 from integration.model import (
@@ -63,6 +63,7 @@ _LABEL_MAX_WORDS = 4  # a category heading ("Ther act", "Neuro Re-ed [x]"); long
 _LABEL_NOISE = re.compile(r"\[[^\]]{0,3}\]|\(\s*[0-9G]\d{4}\s*\)|\d+\s*min\w*|_+", re.I)
 
 Classifier = Callable[[Intervention], Classification]
+LabelClassifier = Callable[[str], str]
 
 
 @dataclass(frozen=True)
@@ -74,18 +75,54 @@ class CodeSets:
 
 
 def classify_entry(
-    classify_one: Classifier, itv: Intervention, codes: CodeSets = CodeSets()
+    classify_one: Classifier,
+    itv: Intervention,
+    codes: CodeSets = CodeSets(),
+    label_code: LabelClassifier | None = None,
 ) -> Classification:
-    """The entry's classification with its items; ``classify_one`` is the engine on one intervention."""
+    """The entry's classification with its items.
+
+    ``classify_one`` is the engine on one intervention; ``label_code`` the engine's code for a heading's label
+    (the caller may cache it: labels repeat); by default ``classify_one`` on the label.
+    """
     whole = classify_one(itv)
     text = itv.full_text()
     if not text.strip():
         return whole
     seg = segment(text)
-    if len(seg.segments) <= 1 and not seg.headings:
-        return replace(whole, items=tuple(_item(s, whole) for s in seg.segments))
+    labels = label_code or _label_classifier(classify_one)
+    if len(seg.segments) <= 1:
+        if not seg.segments:
+            return _with_items(whole, ())
+        one = _item(seg.segments[0], whole)
+        # one item under headings: only a category heading naming the engine's code can contradict it
+        if (
+            whole.code == UNSUPPORTED
+            or whole.code in codes.session
+            or not any(_is_label(h.label) and labels(h.label) == whole.code for h in seg.headings)
+        ):
+            return _with_items(whole, (one,))
     item_cls = [classify_one(item_intervention(itv, s)) for s in seg.segments]
-    return decide_entry(itv, whole, seg, item_cls, classify_one, codes)
+    return decide_entry(itv, whole, seg, item_cls, labels, codes)
+
+
+def _with_items(c: Classification, items: tuple[DocumentedItem, ...]) -> Classification:
+    """``c`` with its items: dataclasses.replace without its per-call cost (every field copied)."""
+    new = object.__new__(Classification)
+    new.__dict__.update(c.__dict__)
+    object.__setattr__(new, "items", items)
+    return new
+
+
+def _label_classifier(classify_one: Classifier) -> LabelClassifier:
+    def code(label: str) -> str:
+        return classify_one(Intervention(id="heading", text=label)).code
+
+    return code
+
+
+def _is_label(label: str) -> bool:
+    return len(_label_words(label)) <= _LABEL_MAX_WORDS
 
 
 def item_intervention(itv: Intervention, s: Segment) -> Intervention:
@@ -107,12 +144,12 @@ def decide_entry(
     whole: Classification,
     seg: Segmentation,
     item_cls: Sequence[Classification],
-    classify_one: Classifier | None = None,
+    label_code: LabelClassifier | None = None,
     codes: CodeSets = CodeSets(),
 ) -> Classification:
     """Decide an entry from the engine's whole-text classification and its items' (see the module doc)."""
     items = [_item(s, c) for s, c in zip(seg.segments, item_cls, strict=True)]
-    heading_code = _heading_codes(seg, items, classify_one)
+    heading_code = _heading_codes(seg, items, label_code)
     # a heading with no coded item under it documents the intervention itself ("2nd visit PIP splint: tension
     # adjusted"): it is an item
     for h in seg.headings:
@@ -127,20 +164,20 @@ def decide_entry(
         items.insert(at, DocumentedItem(h.start, h.end, h.label, hc, heading=None))
     done = tuple(items)
     if whole.code == UNSUPPORTED or whole.code in codes.session:
-        return replace(whole, items=done)  # an abstention, a group session or an evaluation is one service
+        return _with_items(whole, done)  # an abstention, a group session or an evaluation is one service
     coded = [(i, it) for i, it in enumerate(done) if it.code != UNSUPPORTED]
     found = list(dict.fromkeys(it.code for _, it in coded))
     if not found:
-        return replace(whole, items=done)
+        return _with_items(whole, done)
     contra = _contradicting(seg, done, heading_code)
     if len(found) >= 2 and any(_covered(c, coded) for c in (whole.code, *found)):
         found = [whole.code]
     if len(found) == 1:
         only = found[0]
         if whole.code == only and not contra:
-            return replace(whole, items=done)
+            return _with_items(whole, done)
         if not contra:
-            return replace(whole, items=done)
+            return _with_items(whole, done)
         return _by_items(itv, whole, done, only, contra)
     return _mixed(itv, whole, done, coded, found, codes, contra)
 
@@ -151,11 +188,18 @@ def _covered(code: str, coded: list[tuple[int, DocumentedItem]]) -> bool:
 
 
 def _heading_codes(
-    seg: Segmentation, items: list[DocumentedItem], classify_one: Classifier | None
+    seg: Segmentation, items: list[DocumentedItem], label_code: LabelClassifier | None
 ) -> dict[Heading, str]:
-    if classify_one is None:
+    """The code of each heading that can matter: a category label over coded items (a contradiction), or a
+    heading with nothing coded under it (it may be the item itself)."""
+    if label_code is None:
         return {}
-    return {h: classify_one(Intervention(id="heading", text=h.label)).code for h in seg.headings}
+    out = {}
+    for h in seg.headings:
+        coded_under = any(it.heading == h.label and it.code != UNSUPPORTED for it in items)
+        if not coded_under or _is_label(h.label):
+            out[h] = label_code(h.label)
+    return out
 
 
 def _contradicting(

@@ -53,6 +53,7 @@ _CONTINUE_WORDS = frozenset(
 )
 _PURPOSE_START = re.compile(r"(?:for|to|in order to|so that|so|focus(?:ing)? on|targeting)\b", re.I)
 _JOIN_WORDS = frozenset({"and", "&", "+", "also", "plus", "then", "as", "well"})
+_JOIN_FIRST = frozenset("aA&+pPtTwW")
 _FIRST_WORD = re.compile(r"(\S+)(?:\s+|$)")
 _COMMA_OR_BRACKET = re.compile(r"[,()\[\]{}]")
 _REMARK = re.compile(
@@ -60,6 +61,11 @@ _REMARK = re.compile(
     r"focus(?:ing)? on|for (?:improved|increased|strength|endurance|rom|balance|stability)|"
     r"to (?:improve|increase|strengthen))",
     re.I,
+)
+# a strong separator, a list number or a template box: the full pass is needed (see _one_item)
+_TRIGGER = re.compile(r"[;\n\r|\t\u2022]|\.\s+[A-Z]|\d[.)]\s|(?i:\b(?:then|followed by|after that)\b)")
+_COMMA_SEQUENCE = re.compile(
+    r",\s*(?:and\s+)?(?:at the end|in the end|after(?:wards?)?|finally|lastly|last|next|later|before)\b", re.I
 )
 _SEQUENCE = re.compile(
     r"\s*(?:and\s+)?(?:at the end|in the end|after(?:wards?)?|finally|lastly|last|next|later|before)\b", re.I
@@ -106,6 +112,9 @@ _STRONG = re.compile(r";|\.(?=\s+[A-Z])|\b(?i:then|followed by|after that)\b")
 _HEADING_NEXT = re.compile(r"\s+[A-Z][A-Za-z ]{0,20}:(?!\d)")
 _SENTENCE_KEEP = frozenset({"dr", "vs", "approx", "e.g", "i.e", "st", "mr", "mrs", "ms", "no", "fig", "etc"})
 _NUMBERED = re.compile(r"(?:(?<=\s)|^)\(?(\d{1,2})[.)]\s+(?=[A-Za-z])")
+_WORD_BEFORE = re.compile(r"([A-Za-z.]+)$")
+_NOT_LETTER = re.compile(r"[^a-z ]")
+_NUM_MARK = re.compile(r"\d[.)]\s")
 _BULLET = re.compile(r"\s*(?:[-*\u2022\u00b7]|\d{1,2}[.)])\s+")
 _CELL_SEP = re.compile(r"[|\t]")
 _HEADER_WORDS = frozenset(
@@ -155,6 +164,9 @@ class Segmentation:
 
 def minutes_in(text: str) -> int | None:
     """The minutes an item documents for itself (the last ``N min`` in it), or None."""
+    low = text.lower()
+    if "min" not in low and "'" not in text and "mn" not in low:
+        return None
     last = None
     for m in _MINUTES.finditer(text):
         last = m
@@ -168,6 +180,9 @@ def minutes_in(text: str) -> int | None:
 
 def segment(text: str) -> Segmentation:
     """Split ``text`` into documented items (see the module docstring)."""
+    quick = _one_item(text)
+    if quick is not None:
+        return quick
     pieces: list[_Piece] = []
     state = _State()
     try:
@@ -221,6 +236,47 @@ def _split(text: str, pieces: list[_Piece], state: _State) -> None:
             _prose(text, s, e, pieces, state)
         if len(pieces) > MAX_SEGMENTS:
             raise _TooMany
+
+
+def _one_item(text: str) -> Segmentation | None:
+    """The common case without the full pass: one line (with at most one heading at its start) that nothing
+    can split -- no strong separator, and no comma between two dosed pieces or before a new step. None:
+    take the full pass."""
+    if _TRIGGER.search(text) is not None:
+        return None
+    s, e = _strip(text, 0, len(text))
+    if e <= s:
+        return Segmentation(())
+    heading: Heading | None = None
+    if ":" in text:
+        h = _HEADING.match(text, s, e)
+        if h is None or not _is_heading_label(h.group(1)) or ":" in text[h.end() : e]:
+            return None
+        label = h.group(1).strip()
+        if _NOT_LETTER.sub("", label.lower()).strip() in _NO_SERVICE or _BLANK.fullmatch(text[h.end() : e]):
+            return None
+        heading = Heading(h.start(1), h.end(1), label)
+        s = h.end()
+    body = text[s:e]
+    if "," in body and (_COMMA_SEQUENCE.search(body) is not None or _two_doses(body)):
+        return None
+    if "[" in body or _PARAM_START.match(body):
+        return None
+    seg = Segment(
+        s,
+        e,
+        body,
+        minutes_in(body),
+        heading.label if heading else None,
+        heading.start if heading else None,
+        heading.end if heading else None,
+    )
+    return Segmentation((seg,), (heading,) if heading else ())
+
+
+def _two_doses(t: str) -> bool:
+    m = _DOSE.search(t)
+    return m is not None and _DOSE.search(t, m.end()) is not None
 
 
 # --- internals ---------------------------------------------------------------------------------------
@@ -305,14 +361,15 @@ def _label_only(text: str, s: int, e: int) -> bool:
 
 
 def _only_unchecked(t: str) -> bool:
-    return _UNCHECKED.search(t) is not None and _CHECKED.search(t) is None
+    return "[" in t and _UNCHECKED.search(t) is not None and _CHECKED.search(t) is None
 
 
 def _prose(text: str, s: int, e: int, pieces: list[_Piece], st: _State) -> None:
     """A line or one-line section: numbered items, strong separators, headings, then comma pieces."""
-    b = _BULLET.match(text, s, e)
-    if b is not None and b.end() < e:
-        s = b.end()
+    if text[s] in "-*\u2022\u00b7" or text[s].isdigit():
+        b = _BULLET.match(text, s, e)
+        if b is not None and b.end() < e:
+            s = b.end()
     for ns, ne in _numbered(text, s, e):
         for ps, pe in _strong(text, ns, ne):
             if pieces and not st.no_service and _REMARK.match(text, ps, pe) and pieces[-1].end <= ps:
@@ -326,6 +383,8 @@ def _prose(text: str, s: int, e: int, pieces: list[_Piece], st: _State) -> None:
 
 def _numbered(text: str, s: int, e: int) -> list[tuple[int, int]]:
     """Split at a run of list numbers counted from 1 (``1) a 2) b``); anything else stays one span."""
+    if _NUM_MARK.search(text, s, e) is None:
+        return [(s, e)]
     marks: list[tuple[int, int]] = []
     want = 1
     for m in _NUMBERED.finditer(text, s, e):
@@ -347,7 +406,7 @@ def _strong(text: str, s: int, e: int) -> list[tuple[int, int]]:
     pos = s
     for m in _STRONG.finditer(text, s, e):
         if m.group(0) == ".":
-            w = re.search(r"([A-Za-z.]+)$", text[max(s, m.start() - 8) : m.start()])
+            w = _WORD_BEFORE.search(text[max(s, m.start() - 8) : m.start()])
             if (
                 w is not None
                 and (w.group(1).lower() in _SENTENCE_KEEP or (len(w.group(1)) == 1 and w.group(1).isupper()))
@@ -369,7 +428,7 @@ def _piece(text: str, s: int, e: int, pieces: list[_Piece], st: _State) -> None:
     h = _HEADING.match(text, s, e)
     if h is not None and _is_heading_label(h.group(1)):
         label = h.group(1).strip()
-        key = re.sub(r"[^a-z ]", "", label.lower()).strip()
+        key = _NOT_LETTER.sub("", label.lower()).strip()
         content = text[h.end() : e]
         if content.strip() and _BLANK.fullmatch(content):
             return  # "Functional task trained: ______": a blank field documents nothing
@@ -404,6 +463,9 @@ def _is_heading_label(label: str) -> bool:
 
 def _commas(text: str, s: int, e: int, pieces: list[_Piece], heading: Heading | None) -> None:
     """Comma pieces of one strong piece; continuations join the item before them."""
+    if "," not in text[s:e]:
+        pieces.append(_Piece(s, e, text[s:e], heading))
+        return
     spans: list[tuple[int, int]] = []
     depth = 0
     pos = s
@@ -468,16 +530,14 @@ def _continues(piece: str, before: str) -> bool:
 def _trim_joins(text: str, s: int, e: int) -> tuple[int, int]:
     """Without leading / trailing joining words ("and", "then", "also", "as well as") and punctuation."""
     s, e = _strip(text, s, e)
-    while s < e:
+    while s < e and text[s] in _JOIN_FIRST:
         m = _FIRST_WORD.match(text, s, e)
         if m is None or m.group(1).lower() not in _JOIN_WORDS:
             break
         s, e = _strip(text, m.end(), e)
     while s < e:
-        k = e
-        while k > s and not text[k - 1].isspace():
-            k -= 1
-        if k == s or text[k:e].lower() not in _JOIN_WORDS:
+        k = max(text.rfind(" ", s, e), text.rfind("\t", s, e)) + 1
+        if k <= s or e - k > 4 or text[k:e].lower() not in _JOIN_WORDS:
             break
         s, e = _strip(text, s, k)
     return s, e
