@@ -89,6 +89,20 @@ def classify_entry(
     text = itv.full_text()
     if not text.strip():
         return whole
+    try:
+        return _from_items(classify_one, itv, whole, text, codes, label_code)
+    except (ValueError, LookupError, RecursionError):  # never lose the entry: the whole-text decision
+        return whole
+
+
+def _from_items(
+    classify_one: Classifier,
+    itv: Intervention,
+    whole: Classification,
+    text: str,
+    codes: CodeSets,
+    label_code: LabelClassifier | None,
+) -> Classification:
     seg = segment(text)
     labels = label_code or _label_classifier(classify_one)
     if len(seg.segments) <= 1:

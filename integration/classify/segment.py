@@ -67,6 +67,7 @@ _TRIGGER = re.compile(r"[;\n\r|\t\u2022]|\.\s+[A-Z]|\d[.)]\s|(?i:\b(?:then|follo
 _COMMA_SEQUENCE = re.compile(
     r",\s*(?:and\s+)?(?:at the end|in the end|after(?:wards?)?|finally|lastly|last|next|later|before)\b", re.I
 )
+_PURPOSE_TAIL = re.compile(r"\s((?:for|to improve|to increase|to strengthen|in order to|so that)\s)", re.I)
 _SEQUENCE = re.compile(
     r"\s*(?:and\s+)?(?:at the end|in the end|after(?:wards?)?|finally|lastly|last|next|later|before)\b", re.I
 )
@@ -115,7 +116,7 @@ _NUMBERED = re.compile(r"(?:(?<=\s)|^)\(?(\d{1,2})[.)]\s+(?=[A-Za-z])")
 _WORD_BEFORE = re.compile(r"([A-Za-z.]+)$")
 _NOT_LETTER = re.compile(r"[^a-z ]")
 _NUM_MARK = re.compile(r"\d[.)]\s")
-_BULLET = re.compile(r"\s*(?:[-*\u2022\u00b7]|\d{1,2}[.)])\s+")
+_BULLET = re.compile(r"\s*[-*\u2022\u00b7]\s+")
 _CELL_SEP = re.compile(r"[|\t]")
 _HEADER_WORDS = frozenset(
     """
@@ -366,7 +367,7 @@ def _only_unchecked(t: str) -> bool:
 
 def _prose(text: str, s: int, e: int, pieces: list[_Piece], st: _State) -> None:
     """A line or one-line section: numbered items, strong separators, headings, then comma pieces."""
-    if text[s] in "-*\u2022\u00b7" or text[s].isdigit():
+    if text[s] in "-*\u2022\u00b7":
         b = _BULLET.match(text, s, e)
         if b is not None and b.end() < e:
             s = b.end()
@@ -494,6 +495,16 @@ def _commas(text: str, s: int, e: int, pieces: list[_Piece], heading: Heading | 
             items[-1][1] = b
             continue
         items.append([a, b])
+    if shared_purpose is None and len(items) >= 2:
+        # "squats 3x10, lunges 3x10, step-ups 3x10 for quad strength": a purpose after the last dose
+        la, lb = items[-1]
+        last_dose = None
+        for m in _DOSE.finditer(text, la, lb):
+            last_dose = m
+        if last_dose is not None:
+            p = _PURPOSE_TAIL.search(text, last_dose.end(), lb)
+            if p is not None:
+                shared_purpose = (p.start(1), lb)
     for a, b in items:
         t = text[a:b]
         if shared_purpose is not None and b < shared_purpose[1]:
