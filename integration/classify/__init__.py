@@ -11,12 +11,11 @@ The rules, lexicons and code maps are data in mappings/classify/*.yaml; see inte
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import date
 from functools import partial
 
 from integration.classify.engine import Compiled, classify_with, compiled_for, relevance_with
-from integration.classify.entry import CodeSets, classify_entry
+from integration.classify.entry import CodeSets, LabelClassifier, classify_entry
 from integration.model import Classification, Intervention
 from mappings.loader import Tables
 
@@ -24,7 +23,7 @@ __all__ = ["classify", "therapy_relevance"]
 
 _CODE_SETS: dict[tuple[int, date | None], tuple[Tables, CodeSets]] = {}
 _CODE_SETS_LOCK = threading.Lock()
-_LABELS: dict[int, tuple[Compiled, Callable[[str], str]]] = {}
+_LABELS: dict[int, tuple[Compiled, LabelClassifier]] = {}
 _LABELS_MAX = 10_000  # distinct heading labels per table set (at most 60 characters each)
 
 
@@ -40,20 +39,21 @@ def therapy_relevance(itv: Intervention, tables: Tables) -> str | None:
     return relevance_with(compiled_for(tables, itv.performed_date), itv)
 
 
-def _labels(comp: Compiled) -> Callable[[str], str]:
+def _labels(comp: Compiled) -> LabelClassifier:
     """The engine's code for a heading label, cached per compiled table set (labels repeat: "Ther ex")."""
     hit = _LABELS.get(id(comp))
     if hit is not None and hit[0] is comp:
         return hit[1]
-    cache: dict[str, str] = {}
+    cache: dict[str, tuple[str, tuple[str, ...]]] = {}
 
-    def code(label: str) -> str:
-        c = cache.get(label)
-        if c is None:
-            c = classify_with(comp, Intervention(id="heading", text=label)).code
+    def code(label: str) -> tuple[str, tuple[str, ...]]:
+        hit = cache.get(label)
+        if hit is None:
+            c = classify_with(comp, Intervention(id="heading", text=label))
+            hit = (c.code, c.alternatives)
             if len(cache) < _LABELS_MAX:
-                cache[label] = c
-        return c
+                cache[label] = hit
+        return hit
 
     with _CODE_SETS_LOCK:
         if len(_LABELS) >= 64:

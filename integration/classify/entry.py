@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from integration.classify.segment import Heading, Segment, Segmentation, segment
 from integration.model import (
@@ -63,7 +63,7 @@ _LABEL_MAX_WORDS = 4  # a category heading ("Ther act", "Neuro Re-ed [x]"); long
 _LABEL_NOISE = re.compile(r"\[[^\]]{0,3}\]|\(\s*[0-9G]\d{4}\s*\)|\d+\s*min\w*|_+", re.I)
 
 Classifier = Callable[[Intervention], Classification]
-LabelClassifier = Callable[[str], str]
+LabelClassifier = Callable[[str], tuple[str, tuple[str, ...]]]  # a label -> (code, alternatives)
 
 
 @dataclass(frozen=True)
@@ -85,26 +85,78 @@ def classify_entry(
     ``classify_one`` is the engine on one intervention; ``label_code`` the engine's code for a heading's label
     (the caller may cache it: labels repeat); by default ``classify_one`` on the label.
     """
-    whole = classify_one(itv)
     text = itv.full_text()
     if not text.strip():
-        return whole
+        return classify_one(itv)
     try:
-        return _from_items(classify_one, itv, whole, text, codes, label_code)
+        seg = segment(text)
+        labels = label_code or _label_classifier(classify_one)
+        under = _under_labels(classify_one, itv, seg, labels, codes)
+        if under is not None:
+            return under
+        whole = classify_one(itv)
+        return _from_items(classify_one, itv, whole, seg, codes, labels)
     except (ValueError, LookupError, RecursionError):  # never lose the entry: the whole-text decision
-        return whole
+        return classify_one(itv)
+
+
+def _under_labels(
+    classify_one: Classifier, itv: Intervention, seg: Segmentation, labels: LabelClassifier, codes: CodeSets
+) -> Classification | None:
+    """One item under category labels ("Ther act: ..."): a label is only a label, the content is coded (with
+    the Procedure's codings); a label naming another code is a finding. None: not that case, or the content
+    alone names nothing (then the whole text is classified: a title may be all there is)."""
+    if len(seg.segments) != 1 or not seg.headings or not all(_is_label(h.label) for h in seg.headings):
+        return None
+    named = [(h.label, *labels(h.label)) for h in seg.headings]
+    if any(c == UNSUPPORTED or c in codes.session for _, c, _alts in named):
+        return None  # a label naming no code, or a group / evaluation: the whole text decides
+    s = seg.segments[0]
+    content = classify_one(replace(itv, text=s.text, notes=()))
+    if content.code == UNSUPPORTED:
+        return None
+    item = _item(s, content)
+    contra: list[tuple[str, str, tuple[str, ...]]] = [
+        (label, c, (content.code,)) for label, c, _alts in named if c != content.code
+    ]
+    # what the labels name stays a defensible alternative ("Laundry task:" over carrying a basket)
+    alts = tuple(
+        dict.fromkeys(
+            a
+            for a in (*content.alternatives, *(x for _, c, la in named for x in (c, *la)))
+            if a != content.code and a != UNSUPPORTED
+        )
+    )
+    if alts != content.alternatives:
+        content = _with_alternatives(content, alts)
+    if not contra:
+        return _with_items(content, (item,))
+    return _with_items(_add_findings(content, _heading_findings(itv, contra), RULE_HEADING), (item,))
+
+
+def _with_alternatives(c: Classification, alts: tuple[str, ...]) -> Classification:
+    new = object.__new__(Classification)
+    new.__dict__.update(c.__dict__)
+    object.__setattr__(new, "alternatives", alts)
+    return new
+
+
+def _add_findings(c: Classification, extra: list[Finding], rule_id: str) -> Classification:
+    new = object.__new__(Classification)
+    new.__dict__.update(c.__dict__)
+    object.__setattr__(new, "findings", (*c.findings, *extra))
+    object.__setattr__(new, "rule_ids", (*c.rule_ids, rule_id))
+    return new
 
 
 def _from_items(
     classify_one: Classifier,
     itv: Intervention,
     whole: Classification,
-    text: str,
+    seg: Segmentation,
     codes: CodeSets,
-    label_code: LabelClassifier | None,
+    labels: LabelClassifier,
 ) -> Classification:
-    seg = segment(text)
-    labels = label_code or _label_classifier(classify_one)
     if len(seg.segments) <= 1:
         if not seg.segments:
             return _with_items(whole, ())
@@ -113,7 +165,7 @@ def _from_items(
         if (
             whole.code == UNSUPPORTED
             or whole.code in codes.session
-            or not any(_is_label(h.label) and labels(h.label) == whole.code for h in seg.headings)
+            or not any(_is_label(h.label) and labels(h.label)[0] == whole.code for h in seg.headings)
         ):
             return _with_items(whole, (one,))
     item_cls = [classify_one(item_intervention(itv, s)) for s in seg.segments]
@@ -129,8 +181,9 @@ def _with_items(c: Classification, items: tuple[DocumentedItem, ...]) -> Classif
 
 
 def _label_classifier(classify_one: Classifier) -> LabelClassifier:
-    def code(label: str) -> str:
-        return classify_one(Intervention(id="heading", text=label)).code
+    def code(label: str) -> tuple[str, tuple[str, ...]]:
+        c = classify_one(Intervention(id="heading", text=label))
+        return c.code, c.alternatives
 
     return code
 
@@ -212,7 +265,7 @@ def _heading_codes(
     for h in seg.headings:
         coded_under = any(it.heading == h.label and it.code != UNSUPPORTED for it in items)
         if not coded_under or _is_label(h.label):
-            out[h] = label_code(h.label)
+            out[h] = label_code(h.label)[0]
     return out
 
 

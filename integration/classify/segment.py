@@ -16,8 +16,9 @@ What splits:
   ``A:``, ``P:``, goals) hold no items;
 * **commas** only between interventions: a comma piece that starts like a parameter, a cue or a purpose
   (``glutes``, ``blue TB``, ``3x15``, ``cues for ...``, ``min A``, ``for quad strength``) belongs to the item
-  before it, so ``bridges 2x15, glutes, blue TB`` is one item. A purpose at the end of a comma list
-  (``..., for stair climbing``) is shared by every item of that list.
+  before it, so ``bridges 2x15, glutes, blue TB`` is one item; so does a piece without a dose after one
+  without a dose. A purpose written once at the end of a comma list (``squats 3x10, lunges 3x10 for quad
+  strength``) is one intent for the whole list: the list is one item.
 
 Minutes: an item's own ``N min`` (digits or words: "ten minutes"); ``min A`` (minimal assistance) and
 seconds are not minutes. A heading's minutes (``Ther Ex [x] 15 min: ...``) belong to the whole section,
@@ -27,6 +28,7 @@ which is then one item.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 MAX_SEGMENTS = 200  # beyond this a text is not split (one item); classification stays linear anyway
@@ -380,6 +382,8 @@ def _prose(text: str, s: int, e: int, pieces: list[_Piece], st: _State) -> None:
                 last.end, last.text = pe, text[last.start : pe]
                 continue
             _piece(text, ps, pe, pieces, st)
+            if len(pieces) > MAX_SEGMENTS:
+                raise _TooMany
 
 
 def _numbered(text: str, s: int, e: int) -> list[tuple[int, int]]:
@@ -402,8 +406,8 @@ def _numbered(text: str, s: int, e: int) -> list[tuple[int, int]]:
     return out
 
 
-def _strong(text: str, s: int, e: int) -> list[tuple[int, int]]:
-    out = []
+def _strong(text: str, s: int, e: int) -> Iterator[tuple[int, int]]:
+    """Spans between strong separators, lazily (a huge text stops at MAX_SEGMENTS, not after its end)."""
     pos = s
     for m in _STRONG.finditer(text, s, e):
         if m.group(0) == ".":
@@ -414,12 +418,15 @@ def _strong(text: str, s: int, e: int) -> list[tuple[int, int]]:
                 and _HEADING_NEXT.match(text, m.end(), e) is None
             ):
                 continue  # "approx. Sixty", "Dr. K", an initial; never before a heading ("... s. A: ...")
-        if len(text[pos : m.start()].split()) <= 1 and m.group(0) != ";":
+        if m.group(0) != ";" and len(text[pos : m.start()].split(maxsplit=1)) <= 1:
             continue  # "pt then tolerated ...": one word is no item, keep it with what follows
-        out.append((pos, m.start()))
+        a, b = _strip(text, pos, m.start())
+        if b > a:
+            yield a, b
         pos = m.end()
-    out.append((pos, e))
-    return [(a, b) for a, b in (_strip(text, a, b) for a, b in out) if b > a]
+    a, b = _strip(text, pos, e)
+    if b > a:
+        yield a, b
 
 
 def _piece(text: str, s: int, e: int, pieces: list[_Piece], st: _State) -> None:
@@ -505,11 +512,10 @@ def _commas(text: str, s: int, e: int, pieces: list[_Piece], heading: Heading | 
             p = _PURPOSE_TAIL.search(text, last_dose.end(), lb)
             if p is not None:
                 shared_purpose = (p.start(1), lb)
+    if shared_purpose is not None:  # one purpose written for the whole list: one intent, one item
+        items = [[items[0][0], items[-1][1]]]
     for a, b in items:
-        t = text[a:b]
-        if shared_purpose is not None and b < shared_purpose[1]:
-            t = f"{t}, {text[shared_purpose[0] : shared_purpose[1]]}"
-        pieces.append(_Piece(a, b, t, heading))
+        pieces.append(_Piece(a, b, text[a:b], heading))
 
 
 def _continues(piece: str, before: str) -> bool:

@@ -328,3 +328,21 @@ def test_mixed_entry_findings_and_task_are_written_back() -> None:
     assert "97530" in di["detail"] and "97110" in di["detail"] and "SLR 3x10" in di["detail"]
     (task,) = [r for r in res if r["resourceType"] == "Task" and r["code"]["text"] == A_SPLIT_MINUTES]
     assert "minutes" in task["description"] and "97530" in task["description"]
+
+
+def test_one_item_under_a_category_label_is_coded_by_its_content():
+    c = decide(
+        "Ther act: SLR 2x10 and quad sets 2x10",
+        {"ther act": "97530", "slr": "97110"},
+        "97530",
+    )
+    assert c.code == "97110"
+    assert "97530" in c.alternatives  # what the label names stays a defensible alternative
+    assert F_HEADING in {f.code for f in c.findings}
+    assert [it.text for it in c.items] == ["SLR 2x10 and quad sets 2x10"]
+
+
+def test_a_label_over_content_that_names_nothing_leaves_the_whole_text_to_decide():
+    c = decide("Manual therapy: R knee", {"manual therapy": "97140"}, "97140")
+    assert c.code == "97140"
+    assert F_HEADING not in {f.code for f in c.findings}

@@ -131,12 +131,15 @@ def test_a_template_category_label_heads_the_sections_after_it() -> None:
     assert {s.heading for s in seg.segments} == {"THER ACT (97530) [X]"}
 
 
-def test_shared_trailing_purpose_applies_to_every_item_of_the_list() -> None:
-    seg = segment("Step-ups 3x10, lunges 3x8, for getting on the bus")
-    assert [s.text for s in seg.segments] == [
-        "Step-ups 3x10, for getting on the bus",
-        "lunges 3x8, for getting on the bus",
-    ]
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Step-ups 3x10, lunges 3x8, for getting on the bus",
+        "Step-ups 3x10, lunges 3x8 to improve hip strength for stairs",
+    ],
+)
+def test_a_purpose_written_once_for_a_list_makes_it_one_item(text: str) -> None:
+    assert [s.text for s in segment(text).segments] == [text]
 
 
 def test_flowsheet_time_column_gives_minutes() -> None:
