@@ -15,8 +15,8 @@ from datetime import date
 from functools import partial
 
 from integration.classify.engine import Compiled, classify_with, compiled_for, relevance_with
-from integration.classify.entry import CodeSets, LabelClassifier, classify_entry
-from integration.model import Classification, Intervention
+from integration.classify.entry import CodeSets, LabelClassifier, classify_entry, letters
+from integration.model import UNSUPPORTED, Classification, Intervention
 from mappings.loader import Tables
 
 __all__ = ["classify", "therapy_relevance"]
@@ -62,6 +62,17 @@ def _labels(comp: Compiled) -> LabelClassifier:
     return code
 
 
+def _categories(tables: Tables, on: date | None) -> frozenset[str]:
+    """Service-category names: the classifier concepts' labels and the abbreviations expanding to one."""
+    names = {letters(c.label) for c in tables.active("classify_concepts", on) if c.code != UNSUPPORTED}
+    out = set(names)
+    for a in tables.active("classify_abbreviations", on):
+        exp = letters(a.expansion)
+        if any(exp == n or (len(exp) >= 6 and n.startswith(exp[:-3])) for n in names):
+            out.add(letters(a.match))
+    return frozenset(x for x in out if x)
+
+
 def _code_sets(tables: Tables, on: date | None) -> CodeSets:
     """Untimed and whole-session codes (core/billable_codes.yaml ``timed``, ``category``) as of ``on``."""
     key = (id(tables), on)
@@ -72,6 +83,7 @@ def _code_sets(tables: Tables, on: date | None) -> CodeSets:
     sets = CodeSets(
         untimed=frozenset(r.code for r in rows if not r.timed),
         session=frozenset(r.code for r in rows if r.category in ("evaluation", "group")),
+        categories=_categories(tables, on),
     )
     with _CODE_SETS_LOCK:
         if len(_CODE_SETS) >= 256:

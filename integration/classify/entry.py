@@ -60,6 +60,7 @@ _REPLACED = frozenset({"DOC-MULTIPLE-INTERVENTIONS"})
 _QUOTE_MAX = 60
 
 _LABEL_MAX_WORDS = 4  # a category heading ("Ther act", "Neuro Re-ed [x]"); longer ones are context
+_NOT_LETTERS = re.compile(r"[^a-z]")
 _LABEL_NOISE = re.compile(r"\[[^\]]{0,3}\]|\(\s*[0-9G]\d{4}\s*\)|\d+\s*min\w*|_+", re.I)
 
 Classifier = Callable[[Intervention], Classification]
@@ -72,6 +73,32 @@ class CodeSets:
 
     untimed: frozenset[str] = frozenset()  # one unit per session: never the dominant code by minutes
     session: frozenset[str] = frozenset()  # evaluations and group therapy: the whole session is one service
+    # service-category names ("therapeutic activities", "ther act": the concepts' labels and the abbreviations
+    # expanding to them), as letters only: a heading naming one is a label, not context. Empty: any short
+    # heading is taken for a label.
+    categories: frozenset[str] = frozenset()
+
+    def is_category(self, label: str) -> bool:
+        words = _label_words(label)
+        if not words or len(words) > _LABEL_MAX_WORDS:
+            return False
+        if not self.categories:
+            return True
+        key = letters(" ".join(words))
+        return any(
+            key == c
+            or (
+                len(key) >= 6
+                and (c.startswith(key[:-3]) or key.startswith(c[:-3]))
+                and abs(len(key) - len(c)) <= 3
+            )
+            for c in self.categories
+        )
+
+
+def letters(text: str) -> str:
+    """Lower-case letters only ("Neuro Re-ed" -> "neuroreed"): how category names are compared."""
+    return _NOT_LETTERS.sub("", text.lower())
 
 
 def classify_entry(
@@ -106,7 +133,11 @@ def _under_labels(
     """One item under category labels ("Ther act: ..."): a label is only a label, the content is coded (with
     the Procedure's codings); a label naming another code is a finding. None: not that case, or the content
     alone names nothing (then the whole text is classified: a title may be all there is)."""
-    if len(seg.segments) != 1 or not seg.headings or not all(_is_label(h.label) for h in seg.headings):
+    if (
+        len(seg.segments) != 1
+        or not seg.headings
+        or not all(codes.is_category(h.label) for h in seg.headings)
+    ):
         return None
     named = [(h.label, *labels(h.label)) for h in seg.headings]
     if any(c == UNSUPPORTED or c in codes.session for _, c, _alts in named):
@@ -165,11 +196,11 @@ def _from_items(
         if (
             whole.code == UNSUPPORTED
             or whole.code in codes.session
-            or not any(_is_label(h.label) and labels(h.label)[0] == whole.code for h in seg.headings)
+            or not any(codes.is_category(h.label) and labels(h.label)[0] == whole.code for h in seg.headings)
         ):
             return _with_items(whole, (one,))
     item_cls = [classify_one(item_intervention(itv, s)) for s in seg.segments]
-    return decide_entry(itv, whole, seg, item_cls, labels, codes)
+    return decide_entry(itv, whole, seg, item_cls, labels, codes, classify_one)
 
 
 def _with_items(c: Classification, items: tuple[DocumentedItem, ...]) -> Classification:
@@ -186,10 +217,6 @@ def _label_classifier(classify_one: Classifier) -> LabelClassifier:
         return c.code, c.alternatives
 
     return code
-
-
-def _is_label(label: str) -> bool:
-    return len(_label_words(label)) <= _LABEL_MAX_WORDS
 
 
 def item_intervention(itv: Intervention, s: Segment) -> Intervention:
@@ -213,10 +240,11 @@ def decide_entry(
     item_cls: Sequence[Classification],
     label_code: LabelClassifier | None = None,
     codes: CodeSets = CodeSets(),
+    classify_one: Classifier | None = None,
 ) -> Classification:
     """Decide an entry from the engine's whole-text classification and its items' (see the module doc)."""
     items = [_item(s, c) for s, c in zip(seg.segments, item_cls, strict=True)]
-    heading_code = _heading_codes(seg, items, label_code)
+    heading_code = _heading_codes(seg, items, label_code, codes)
     # a heading with no coded item under it documents the intervention itself ("2nd visit PIP splint: tension
     # adjusted"): it is an item
     for h in seg.headings:
@@ -236,8 +264,14 @@ def decide_entry(
     found = list(dict.fromkeys(it.code for _, it in coded))
     if not found:
         return _with_items(whole, done)
-    contra = _contradicting(seg, done, heading_code)
+    contra = _contradicting(seg, done, heading_code, codes)
     if len(found) >= 2 and any(_covered(c, coded) for c in (whole.code, *found)):
+        found = [whole.code]
+    if (
+        len(found) >= 2
+        and classify_one is not None
+        and not _differ_in_context(itv, done, coded, classify_one, codes)
+    ):
         found = [whole.code]
     if len(found) == 1:
         only = found[0]
@@ -249,13 +283,46 @@ def decide_entry(
     return _mixed(itv, whole, done, coded, found, codes, contra)
 
 
+def _differ_in_context(
+    itv: Intervention,
+    items: tuple[DocumentedItem, ...],
+    coded: list[tuple[int, DocumentedItem]],
+    classify_one: Classifier,
+    codes: CodeSets,
+) -> bool:
+    """Whether the items still document several codes read with their context: the heading they stand
+    under, or a title before them that names a service category ("Therapeutic exercise. rows 2x10, squats
+    x10"). A heading stating a purpose applies to each item under it ("strengthening R hip: squats 3x10")."""
+    context: dict[int, str] = {}
+    title: str | None = None
+    for i, it in enumerate(items):
+        if it.code != UNSUPPORTED and it.heading is None and codes.is_category(it.text):
+            title = it.text
+            continue
+        ctx = it.heading or title
+        if ctx is not None and it.code != UNSUPPORTED:
+            context[i] = ctx
+    if not context:
+        return True
+    seen: set[str] = set()
+    for i, it in coded:
+        if i in context:
+            c = classify_one(
+                Intervention(id=itv.id, text=f"{context[i]}: {it.text}", body_sites=itv.body_sites)
+            ).code
+            seen.add(it.code if c == UNSUPPORTED else c)
+        elif not (it.heading is None and codes.is_category(it.text)):
+            seen.add(it.code)
+    return len(seen) >= 2
+
+
 def _covered(code: str, coded: list[tuple[int, DocumentedItem]]) -> bool:
     """Every coded item names ``code`` as its code or an alternative: one intervention, described in parts."""
     return all(it.code == code or code in it.alternatives for _, it in coded)
 
 
 def _heading_codes(
-    seg: Segmentation, items: list[DocumentedItem], label_code: LabelClassifier | None
+    seg: Segmentation, items: list[DocumentedItem], label_code: LabelClassifier | None, codes: CodeSets
 ) -> dict[Heading, str]:
     """The code of each heading that can matter: a category label over coded items (a contradiction), or a
     heading with nothing coded under it (it may be the item itself)."""
@@ -264,20 +331,20 @@ def _heading_codes(
     out = {}
     for h in seg.headings:
         coded_under = any(it.heading == h.label and it.code != UNSUPPORTED for it in items)
-        if not coded_under or _is_label(h.label):
+        if not coded_under or codes.is_category(h.label):
             out[h] = label_code(h.label)[0]
     return out
 
 
 def _contradicting(
-    seg: Segmentation, items: tuple[DocumentedItem, ...], heading_code: dict[Heading, str]
+    seg: Segmentation, items: tuple[DocumentedItem, ...], heading_code: dict[Heading, str], codes: CodeSets
 ) -> list[tuple[str, str, tuple[str, ...]]]:
     """(label, its code, the codes under it) for each category heading ("Ther act:", "Ther Ex [x]") whose
     code none of the coded items under it documents. A longer heading is context, not a label."""
     out = []
     for h in seg.headings:
         hc = heading_code.get(h, UNSUPPORTED)
-        if hc == UNSUPPORTED or len(_label_words(h.label)) > _LABEL_MAX_WORDS:
+        if hc == UNSUPPORTED or not codes.is_category(h.label):
             continue
         under = tuple(
             dict.fromkeys(it.code for it in items if it.heading == h.label and it.code != UNSUPPORTED)
