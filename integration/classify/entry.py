@@ -24,6 +24,7 @@ skilled service): items never turn an abstention into a code.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -79,21 +80,22 @@ class CodeSets:
     categories: frozenset[str] = frozenset()
 
     def is_category(self, label: str) -> bool:
-        words = _label_words(label)
-        if not words or len(words) > _LABEL_MAX_WORDS:
-            return False
-        if not self.categories:
-            return True
-        key = letters(" ".join(words))
-        return any(
-            key == c
-            or (
-                len(key) >= 6
-                and (c.startswith(key[:-3]) or key.startswith(c[:-3]))
-                and abs(len(key) - len(c)) <= 3
-            )
-            for c in self.categories
-        )
+        return _is_category(label, self.categories)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_category(label: str, categories: frozenset[str]) -> bool:
+    words = _label_words(label)
+    if not words or len(words) > _LABEL_MAX_WORDS:
+        return False
+    if not categories:
+        return True
+    key = letters(" ".join(words))
+    if key in categories:
+        return True
+    return len(key) >= 6 and any(
+        abs(len(key) - len(c)) <= 3 and (c.startswith(key[:-3]) or key.startswith(c[:-3])) for c in categories
+    )
 
 
 def letters(text: str) -> str:

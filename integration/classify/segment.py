@@ -65,7 +65,9 @@ _REMARK = re.compile(
     re.I,
 )
 # a strong separator, a list number or a template box: the full pass is needed (see _one_item)
-_TRIGGER = re.compile(r"[;\n\r|\t\u2022]|\.\s+[A-Z]|\d[.)]\s|(?i:\b(?:then|followed by|after that)\b)")
+_STRONG_CHARS = re.compile(r"[;\n\r|\t\u2022]")
+_TRIGGER = re.compile(r"\.\s+[A-Z]|\d[.)]\s")
+_SEQ_WORDS = re.compile(r"\b(?:then|followed by|after that)\b")
 _COMMA_SEQUENCE = re.compile(
     r",\s*(?:and\s+)?(?:at the end|in the end|after(?:wards?)?|finally|lastly|last|next|later|before)\b", re.I
 )
@@ -91,12 +93,14 @@ _NUM_WORDS = {
     )
 }
 _NUM_WORDS.update({"twenty-five": 25, "thirty": 30, "forty": 40, "forty-five": 45, "fifty": 50, "sixty": 60})
-_MINUTES = re.compile(
-    r"(?<![\w.])(\d{1,3}|" + "|".join(sorted(map(re.escape, _NUM_WORDS), key=len, reverse=True)) + r")"
-    r"\s?-?\s?(?:minutes?|mins?\b|mn\b|')(?!\s?(?:a\b|assist|\(a\)))",
-    re.I,
+_UNIT = re.compile(r"minutes|minute|mins|min|mn|'")
+_UNIT_END = re.compile(r"(?![a-z])")
+_NOT_MINUTES = re.compile(r"\s?(?:a\b|assist|\(a\))")
+_NUMBER_BEFORE = re.compile(
+    r"(?<![\w.])(\d{1,3}|"
+    + "|".join(sorted(map(re.escape, _NUM_WORDS), key=len, reverse=True))
+    + r")\s?-?\s?$"
 )
-
 # a heading: a short label and a colon at the start of a piece ("Ther act:", "O:", "1:1 aquatic" is not one)
 _HEADING = re.compile(
     r"\s*([A-Za-z](?:[^:\n|;]|(?<=\d):(?=\d)){0," + str(_HEADING_MAX_CHARS - 1) + r"}?)\s*:(?!\d)\s*"
@@ -170,15 +174,20 @@ def minutes_in(text: str) -> int | None:
     low = text.lower()
     if "min" not in low and "'" not in text and "mn" not in low:
         return None
-    last = None
-    for m in _MINUTES.finditer(text):
-        last = m
-    if last is None:
-        return None
-    g = last.group(1).lower()
-    n = _NUM_WORDS.get(g)
-    value = n if n is not None else int(g)
-    return value if 0 < value <= 600 else None
+    value = None
+    for u in _UNIT.finditer(low):  # literal units first (fast), then the number just before each
+        after = _UNIT_END.match(low, u.end())
+        if u.group(0) != "'" and after is None:
+            continue  # "minimal", "mins" handled, "mnemonic" not
+        if _NOT_MINUTES.match(low, u.end()):
+            continue  # "min A", "min assist": minimal assistance
+        m = _NUMBER_BEFORE.search(low, max(0, u.start() - 16), u.start())
+        if m is None:
+            continue
+        g = m.group(1)
+        n = _NUM_WORDS.get(g)
+        value = n if n is not None else int(g)
+    return value if value is not None and 0 < value <= 600 else None
 
 
 def segment(text: str) -> Segmentation:
@@ -245,14 +254,14 @@ def _one_item(text: str) -> Segmentation | None:
     """The common case without the full pass: one line (with at most one heading at its start) that nothing
     can split -- no strong separator, and no comma between two dosed pieces or before a new step. None:
     take the full pass."""
-    if _TRIGGER.search(text) is not None:
+    if _needs_full_pass(text):
         return None
     s, e = _strip(text, 0, len(text))
     if e <= s:
         return Segmentation(())
     heading: Heading | None = None
     if ":" in text:
-        h = _HEADING.match(text, s, e)
+        h = _heading_at(text, s, e)
         if h is None or not _is_heading_label(h.group(1)) or ":" in text[h.end() : e]:
             return None
         label = h.group(1).strip()
@@ -277,9 +286,28 @@ def _one_item(text: str) -> Segmentation | None:
     return Segmentation((seg,), (heading,) if heading else ())
 
 
+def _needs_full_pass(text: str) -> bool:
+    """A strong separator, a list number or a sentence end may be in ``text`` (cheap string tests first)."""
+    if _STRONG_CHARS.search(text) is not None:
+        return True
+    if (". " in text or ") " in text) and _TRIGGER.search(text) is not None:
+        return True
+    low = text.lower()
+    return ("then" in low or "followed by" in low or "after that" in low) and _SEQ_WORDS.search(
+        low
+    ) is not None
+
+
 def _two_doses(t: str) -> bool:
-    m = _DOSE.search(t)
-    return m is not None and _DOSE.search(t, m.end()) is not None
+    """Two comma pieces in a row each carry a dose (the only way a comma separates items without a step
+    word)."""
+    before = False
+    for piece in t.split(","):
+        dosed = _DOSE.search(piece) is not None
+        if dosed and before:
+            return True
+        before = dosed
+    return False
 
 
 # --- internals ---------------------------------------------------------------------------------------
@@ -340,12 +368,19 @@ def _row(text: str, s: int, e: int, cells: list[tuple[int, int]], pieces: list[_
     pieces.append(_Piece(rs, re_, text[rs:re_], None, minutes_text))
 
 
+def _heading_at(text: str, s: int, e: int) -> re.Match[str] | None:
+    """A heading label at ``s`` (only tried when a colon follows within a label's length)."""
+    if text.find(":", s, min(e, s + _HEADING_MAX_CHARS + 8)) == -1:
+        return None
+    return _HEADING.match(text, s, e)
+
+
 def _labelled(text: str, s: int, e: int) -> bool:
     """A template cell: it has a check box or starts with a label ("Assist: indep")."""
     t = text[s:e]
     if _CHECKED.search(t) or _UNCHECKED.search(t):
         return True
-    h = _HEADING.match(text, s, e)
+    h = _heading_at(text, s, e)
     return h is not None and _is_heading_label(h.group(1))
 
 
@@ -388,7 +423,7 @@ def _prose(text: str, s: int, e: int, pieces: list[_Piece], st: _State) -> None:
 
 def _numbered(text: str, s: int, e: int) -> list[tuple[int, int]]:
     """Split at a run of list numbers counted from 1 (``1) a 2) b``); anything else stays one span."""
-    if _NUM_MARK.search(text, s, e) is None:
+    if (text.find(") ", s, e) == -1 and text.find(". ", s, e) == -1) or _NUM_MARK.search(text, s, e) is None:
         return [(s, e)]
     marks: list[tuple[int, int]] = []
     want = 1
@@ -433,7 +468,7 @@ def _piece(text: str, s: int, e: int, pieces: list[_Piece], st: _State) -> None:
     s, e = _trim_joins(text, s, e)
     if e <= s:
         return
-    h = _HEADING.match(text, s, e)
+    h = _heading_at(text, s, e)
     if h is not None and _is_heading_label(h.group(1)):
         label = h.group(1).strip()
         key = _NOT_LETTER.sub("", label.lower()).strip()
