@@ -168,17 +168,22 @@ def _under_labels(
 
 
 def _with_alternatives(c: Classification, alts: tuple[str, ...]) -> Classification:
-    new = object.__new__(Classification)
-    new.__dict__.update(c.__dict__)
-    object.__setattr__(new, "alternatives", alts)
-    return new
+    return _copy(c, alternatives=alts)
 
 
 def _add_findings(c: Classification, extra: list[Finding], rule_id: str) -> Classification:
+    return _copy(c, findings=(*c.findings, *extra), rule_ids=(*c.rule_ids, rule_id))
+
+
+def _copy(c: Classification, **changes: object) -> Classification:
+    """dataclasses.replace without its per-call cost: every field copied, then ``changes`` (a slotted
+    Classification takes dataclasses.replace)."""
+    if not hasattr(c, "__dict__"):
+        return replace(c, **changes)  # type: ignore[arg-type]
     new = object.__new__(Classification)
     new.__dict__.update(c.__dict__)
-    object.__setattr__(new, "findings", (*c.findings, *extra))
-    object.__setattr__(new, "rule_ids", (*c.rule_ids, rule_id))
+    for k, v in changes.items():
+        object.__setattr__(new, k, v)
     return new
 
 
@@ -206,11 +211,7 @@ def _from_items(
 
 
 def _with_items(c: Classification, items: tuple[DocumentedItem, ...]) -> Classification:
-    """``c`` with its items: dataclasses.replace without its per-call cost (every field copied)."""
-    new = object.__new__(Classification)
-    new.__dict__.update(c.__dict__)
-    object.__setattr__(new, "items", items)
-    return new
+    return _copy(c, items=items)
 
 
 def _label_classifier(classify_one: Classifier) -> LabelClassifier:
