@@ -6,6 +6,9 @@ charting styles, abbreviations, typos, notes, CPT/SNOMED codings, dates of servi
 whole notes; what it reuses across calls is what a worker reuses too: the tables compiled once per table set
 and validity period, and its bounded per-word / per-token caches (pass 1 starts with them cold).
 
+Every classification includes segmentation into documented items and the entry decision
+(``integration.classify.entry``); the items per classification and items/s are printed too.
+
 Prints every pass (wall clock and CPU time of this single-threaded process), the headline figure (median
 pass, CPU time: the work one core does, so other load on a shared machine does not move it much; the
 wall-clock rate is printed next to it) and the CPU time per classification of each stage, measured in
@@ -153,10 +156,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{n - len(synth):,} templated notes; {len({i.full_text() for i in itvs}):,} distinct texts)"
     )
     cpu_rates, wall_rates = [], []
+    n_items = 0  # documented items the classifications were decided from (integration.classify.segment)
     for p in range(1, max(1, args.passes) + 1):
         w0, c0 = time.perf_counter(), time.process_time()
+        n_items = 0
         for itv in itvs:
-            classify(itv, tables)
+            n_items += len(classify(itv, tables).items)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         cpu_rates.append(n / cpu)
         wall_rates.append(n / wall)
@@ -174,6 +179,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             + " | ".join(f"{k} {v * 1e6:.1f}" for k, v in st.items() if k != "total")
             + f" | total {st['total'] * 1e6:.1f}"
         )
+    print(
+        f"  items: {n_items:,} per pass ({n_items / n:.2f} per classification) -> "
+        f"{rate * n_items / n:,.0f} items/second on one core"
+    )
     print(
         f"RESULT: {rate:,.0f} classifications/second on one core (median of {len(cpu_rates)} passes, "
         f"CPU time; wall clock {statistics.median(wall_rates):,.0f}/s; target >= {TARGET:,})"

@@ -180,6 +180,25 @@ class CodeShare:  # one code's part of an entry that documents several codes, ea
 
 
 @dataclass(frozen=True)
+class DocumentedItem:
+    """One documented item of an entry (integration.classify.segment): its span, its code and its evidence.
+
+    ``start``/``end`` are character offsets in ``Intervention.full_text()`` (the ``text`` of a `ptbill
+    classify` line). ``code`` is what the item documents on its own (UNSUPPORTED: nothing billable, e.g. a
+    measurement or a deferred item). ``minutes`` are the item's own documented minutes, if any.
+    """
+
+    start: int
+    end: int
+    text: str
+    code: str
+    evidence: tuple[Evidence, ...] = ()
+    alternatives: tuple[str, ...] = ()
+    minutes: int | None = None
+    heading: str | None = None  # the heading the item stands under ("Ther act"), if any
+
+
+@dataclass(frozen=True)
 class Classification:
     code: str  # CPT/HCPCS code or UNSUPPORTED
     alternatives: tuple[str, ...] = ()
@@ -190,6 +209,9 @@ class Classification:
     # A mixed entry with per-code minutes: billing makes one item per share (that code, those minutes, the
     # same Procedure, performers and period). Empty: the whole intervention is ``code``.
     shares: tuple[CodeShare, ...] = ()
+    # The documented items the entry was decided from (integration.classify.entry); one item when the text
+    # is not a list. Empty only when nothing was written.
+    items: tuple[DocumentedItem, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -157,7 +157,16 @@ def test_classify_main_one_line_per_input_in_order(tmp_path: Path, tables: Table
         "UNSUPPORTED",
     ]
     for r in rows:
-        assert set(r) == {"id", "code", "alternatives", "confidence", "evidence", "findings"}
+        assert set(r) == {
+            "id",
+            "code",
+            "alternatives",
+            "confidence",
+            "evidence",
+            "findings",
+            "items",
+            "shares",
+        }
     assert rows[1]["findings"][0]["code"] == "INPUT-INVALID"
     assert "text" in rows[2]["findings"][0]["message"]
 

@@ -40,7 +40,8 @@ NEGATION: list[Case] = [
     ("Quad sets 3x10 and SLR 3x10 but tandem stance deferred d/t fatigue", "97110", ()),
     ("Brace-free gait 150 ft, cues for knee flexion in swing", "97116", ()),
     # contrasting: the same interventions, not negated
-    ("LAQ 3x12 w/ 3#, hip flex 2x15; SLS on foam 3x20s for balance", "97112", ()),
+    # a mixed entry (two 97110 items, one 97112) keeps the code with the most items (issue 8), flagged
+    ("LAQ 3x12 w/ 3#, hip flex 2x15; SLS on foam 3x20s for balance", "97110", ()),
     ("Gait training w/ RW 100 ft, cues for heel strike; quad sets 2x10", "97116", ()),
     ("Static stance on foam eyes closed + head turns 3x30s", "97112", ()),
     ("Quad sets held 10s x10, SLR 3x10", "97110", ()),

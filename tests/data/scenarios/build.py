@@ -77,6 +77,7 @@ class P:
     who: str = "pt"
     coded: bool = True  # send the CPT coding (False: text only, the classifier decides)
     group_size: int | None = None
+    text: str | None = None  # the documentation (None: TEXT[code])
 
 
 @dataclass(frozen=True)
@@ -479,6 +480,41 @@ SCENARIOS: tuple[Scenario, ...] = (
         payer=None,
         totals=(30, 45),
     ),
+    Scenario(
+        "44_mixed_entry_item_minutes",
+        "One Procedure (25 min, coded 97110) documents two interventions, each with its minutes: bike 10 min "
+        "(97110) and gait training 15 min (97116). One line per code with those minutes: 25 min -> 2 units; "
+        "97116 one whole unit, the second to the larger remainder (97110: 10 min)",
+        (
+            P(
+                "97110",
+                "09:00",
+                25,
+                text="Upright bike 10 min for endurance; gait training w/ SPC 150 ft x2, cues for heel "
+                "strike and step length, 15 min",
+            ),
+        ),
+        (L("97110", 1, "GP"), L("97116", 1, "GP")),
+        totals=(25, 25),
+    ),
+    Scenario(
+        "45_mixed_entry_without_item_minutes",
+        "One Procedure (30 min, coded 97530) documents a functional task (97530) and isolated exercises "
+        "(97110) without minutes per item: minutes are never moved by weight; the Procedure's code, "
+        "supported by an item, keeps the 30 min (2 units) and a Task asks the clinician to split the minutes",
+        (
+            P(
+                "97530",
+                "09:00",
+                30,
+                text="Sit to stand transfers from low chair x10 to practice getting up from her couch; "
+                "SLR 3x10 and bridges 2x15 for hip strength",
+            ),
+        ),
+        (L("97530", 2, "GP"),),
+        tasks=S("DOC-SPLIT-MINUTES"),
+        totals=(30, 30),
+    ),
 )
 
 
@@ -557,7 +593,7 @@ def bundle(sc: Scenario) -> dict[str, Any]:
         encounter["extension"] = ext
     out.append(encounter)
     for i, p in enumerate(sc.procs, start=1):
-        code: dict[str, Any] = {"text": TEXT[p.code]}
+        code: dict[str, Any] = {"text": p.text or TEXT[p.code]}
         if p.coded:
             code["coding"] = [{"system": CPT, "code": p.code}]
         res: dict[str, Any] = {
