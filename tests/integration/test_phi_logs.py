@@ -45,7 +45,7 @@ PHI_VALUES = [
     "quokka",
 ]
 
-BASE_KEYS = {"ts", "level", "logger", "msg", "args_dropped", "exc_type", "exc"}
+BASE_KEYS = {"ts", "level", "logger", "msg", "args_dropped", "exc_type", "exc", "exc_where"}
 
 
 def put_all(client: FhirClient, resources: list[dict[str, Any]]) -> None:
