@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -29,7 +30,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from integration.errors import FhirConflict, FhirFatalError, FhirTemporaryError, OutputValidationError
+from integration.errors import (
+    FhirConflict,
+    FhirError,
+    FhirFatalError,
+    FhirTemporaryError,
+    OutputValidationError,
+)
 from integration.fhir.capabilities import read_capabilities
 from integration.fhir.client import EntryResult, FhirClient, parse_transaction_response
 from integration.fhir.write_strategy import WriteStrategy, choose_strategy, documented_limits, fits, steps
@@ -240,8 +247,17 @@ def write_plan(
         except FhirConflict:
             out.complete, out.conflict = False, True  # atomic: nothing of this Bundle was kept
             break
+        except FhirFatalError as exc:
+            # refused (nothing of this Bundle kept): what earlier Bundles wrote still gets its Provenance
+            out.complete, failure = False, exc
+            break
         except FhirTemporaryError:
-            out.complete = False  # outcome unknown: the caller reads back before anything else
+            # this Bundle's outcome is unknown: the caller reads back before anything else; what earlier
+            # Bundles wrote gets its Provenance now if the server answers
+            out.complete = False
+            if out.done:
+                with contextlib.suppress(FhirError):
+                    _provenance(client, facts, decision, out, landed_refs, strategy, validate)
             raise
         results = parse_transaction_response(answer)
         for w, r in zip(step, results, strict=False):
@@ -271,16 +287,29 @@ def write_plan(
         if not out.complete:
             break
     if out.done and not provenance_done:
-        entry = provenance_entry(
-            facts, decision, out.done, conditional_create=strategy.conditional_create, results=landed_refs
-        )
-        if validate is not None:
-            validate(entry["resource"])
-        out.requests += 1
-        _post(client, {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}, strategy)
+        _provenance(client, facts, decision, out, landed_refs, strategy, validate)
     if failure is not None:
         raise failure
     return out
+
+
+def _provenance(
+    client: FhirClient,
+    facts: EncounterFacts,
+    decision: Decision,
+    out: Written,
+    landed_refs: dict[str, str],
+    strategy: WriteStrategy,
+    validate: Validator | None,
+) -> None:
+    """One Provenance (POST, If-None-Exist on its change tag) for the writes that landed."""
+    entry = provenance_entry(
+        facts, decision, out.done, conditional_create=strategy.conditional_create, results=landed_refs
+    )
+    if validate is not None:
+        validate(entry["resource"])
+    out.requests += 1
+    _post(client, {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}, strategy)
 
 
 # --- one encounter ------------------------------------------------------------------------------------
