@@ -54,6 +54,7 @@ BODY_FUNCTION: list[Case] = [
     ("Quadruped rocking back x15 for hip flexion mobility", "97110"),
     ("Patient is make the leg lifting in lying down, 3 times of 10, for to have the strong muscle", "97110"),
     ("Theraputty pinch and roll 5 min for grip strength, L hand", "97110"),
+    ("Depression lifts on push-up blocks in long sitting 3x10 for triceps strength", "97110"),
     # a named exercise nobody listed, with its dosage on a body part: still a body-function exercise
     ("Zottman curls 3 x 12 R elbow", "97110"),
     # balance / coordination / proprioception / motor control -> 97112 (ICF b235, b260, b760)
@@ -81,6 +82,7 @@ ACTIVITY: list[Case] = [
     ("Hanging out the washing on the rotary clothes line, 2 loads, SBA", "97530"),
     ("Picked up pegs from the floor into a basket, 20 reps, graded exposure to bending", "97530"),
     ("Practised getting off the floor using a chair for support, 4 reps, cues for sequence", "97530"),
+    ("Set the table with plates and cups from two cupboards while counting aloud (dual task)", "97530"),
     # self-care d5 -> 97535
     ("Brushing teeth and combing hair at the sink in standing, one-handed techniques", "97535"),
     ("Eating setup with plate guard and built-up utensils, pt fed self with 2 demos", "97535"),
