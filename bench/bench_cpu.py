@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from integration.classify import classify
 from integration.decide import decide
 from integration.fhir.extract import extract_encounter, group_bundle
-from integration.fhir.writeback import build_outputs, plan_writes
+from integration.fhir.writeback import build_outputs, build_transaction, plan_writes
 from integration.model import Intervention
-from integration.sync import Group, attach_context, digest, r4b_validator, slim
+from integration.pipeline import digest
+from integration.sync import Group, attach_context, r4b_validator, slim
 from mappings.loader import Tables, load_tables
 from ptbill_demo.synth import generate_clinic
 
@@ -138,9 +139,10 @@ def one_pass(pages: list[dict[str, Any]], tables: Tables, validate: bool = True)
             desired = build_outputs(facts, decision)
             digest(desired)
             plan = plan_writes(facts, decision, desired, {})
+            bundle = build_transaction(facts, decision, plan)
             t4 = clock()
-            if validate and plan.bundle is not None:
-                for e in plan.bundle["entry"]:
+            if validate and bundle is not None:
+                for e in bundle["entry"]:
                     check(e["resource"])
             t5 = clock()
             sec["claimchk"] += t1 - t0
@@ -151,7 +153,7 @@ def one_pass(pages: list[dict[str, Any]], tables: Tables, validate: bool = True)
             res.encounters += 1
             res.procedures += len(facts.interventions)
             res.interventions += len(decision.classified)
-            res.transaction_entries += len(plan.bundle["entry"]) if plan.bundle else 0
+            res.transaction_entries += len(bundle["entry"]) if bundle else 0
     return res
 
 

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from integration.fhir.client import FhirClient  # noqa: E402
-from integration.fhir.writeback import provenance_id  # noqa: E402
+from integration.fhir.writeback import ENCOUNTER_TAG  # noqa: E402
 from ptbill_demo.embedded import WorkerProcess, free_port  # noqa: E402
 from tests.integration.serve_support import ServeProcess, notifying_sekmet  # noqa: E402
 from tests.integration.support import ptbill, seed, wait_for  # noqa: E402
@@ -84,10 +84,13 @@ def put(client: FhirClient, resource: dict[str, Any]) -> None:
 
 
 def prov_version(client: FhirClient, encounter_id: str) -> tuple[str, str] | None:
-    b = client.get("Provenance", [("_id", provenance_id(encounter_id))])
+    """(id, lastUpdated) of the encounter's newest Provenance (ptbill creates one per change)."""
+    b = client.get(
+        "Provenance",
+        [("_tag", f"{ENCOUNTER_TAG}|{encounter_id}"), ("_sort", "-_lastUpdated"), ("_count", "1")],
+    )
     for e in b.get("entry") or []:
-        meta = e["resource"]["meta"]
-        return meta["versionId"], meta["lastUpdated"]
+        return e["resource"]["id"], e["resource"]["meta"]["lastUpdated"]
     return None
 
 

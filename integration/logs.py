@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +41,15 @@ ALLOWED = {
     "retry_in",
     "tables",
     "problems",
+    # the FHIR client's own request fields (integration/fhir/client.py, auth.py): ptbill's values only
+    "url",
+    "kind",
+    "bytes",
+    "max_attempts",
+    "expires_in",
+    # the Celery task decorator (tasks/base.py) and metrics
+    "deadline_s",
+    "port",
 }
 
 
@@ -61,6 +71,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
             out["exc_type"] = type(exc).__name__
+            # where it happened, as code positions only (file:line function): a traceback without the
+            # exception's message or any source line, so a crash in Celery or kombu can be found
+            out["exc_where"] = _where(record.exc_info[2])
             summary = getattr(exc, "summary", None)
             if callable(summary) and type(exc).__module__.startswith("integration"):
                 d = summary()
@@ -80,6 +93,22 @@ class TextFormatter(JsonFormatter):
 
 
 _URL_FIELDS = {"url", "path"}
+
+
+def _where(tb: Any, limit: int = 12) -> list[str]:
+    out = []
+    for f in traceback.extract_tb(tb)[-limit:]:
+        name = f.filename.replace("\\", "/")
+        for marker in ("site-packages/", "/integration/", "/tasks/", "/mappings/", "/ptbill_demo/"):
+            if marker in name:
+                name = (marker.strip("/") + "/" if marker != "site-packages/" else "") + name.split(
+                    marker, 1
+                )[1]
+                break
+        else:
+            name = name.rsplit("/", 1)[-1]
+        out.append(f"{name}:{f.lineno} {f.name}")
+    return out
 
 
 def _no_query(v: Any) -> Any:

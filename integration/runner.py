@@ -9,38 +9,43 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from integration.budget import budget_from_settings
 from integration.budget import install as install_budget
-from integration.errors import InputError, LockBusy
+from integration.claim import STAFF_TYPES, Group, attach_context, performer_context, slim
+from integration.errors import ConfigError, InputError, LockBusy, PtbillError, reason
 from integration.fhir.auth import auth_from_settings
+from integration.fhir.capabilities import (
+    ServerCapabilities,
+    change_detection,
+    read_capabilities,
+    read_problems,
+    refusal,
+    warnings,
+)
 from integration.fhir.client import FhirClient
-from integration.fhir.writeback import PTBILL_TAG
-from integration.settings import Settings
-from integration.state import RunInfo, StateStore
-from integration.sync import (
-    STAFF_TYPES,
-    Group,
-    Outcome,
+from integration.fhir.queries import (
+    ChangeReads,
     ReadStats,
-    Validator,
-    attach_context,
+    changed_procedures,
     context_requests,
+    emr_changes,
     fetch_context,
     fetch_encounter,
-    iso,
+    fix_window,
     iter_window,
     iter_withdrawn,
-    performer_context,
-    process_group,
-    r4b_validator,
     server_now,
-    slim,
 )
+from integration.fhir.write_strategy import WriteStrategy, choose_strategy, documented_limits
+from integration.fhir.writeback import PTBILL_TAG
+from integration.pipeline import Outcome, process_group
+from integration.settings import Settings
+from integration.state import RunInfo, StateStore
+from integration.sync import Validator, r4b_validator
 from mappings.loader import Tables, default_tables, load_tables
 
 log = logging.getLogger("ptbill.runner")
@@ -82,9 +87,64 @@ def load_settings_tables(s: Settings) -> Tables:
     return load_tables(s.mappings_dir) if s.mappings_dir else default_tables()
 
 
+class ServerUnsupported(PtbillError):
+    """The FHIR server's CapabilityStatement lacks what ptbill needs: one message naming all of it."""
+
+
+CAPABILITIES_TTL = 600.0  # seconds a worker keeps the server's CapabilityStatement
+
+
+@dataclass(frozen=True)
+class ServerCheck:
+    """What ``/metadata`` said, read once per ``CAPABILITIES_TTL``: the write strategy chosen, what is
+    missing (empty: ptbill can run), what ptbill does without, and the EMR changes it can follow."""
+
+    capabilities: ServerCapabilities
+    strategy: str
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+    changes: ChangeReads
+    write: WriteStrategy = field(default_factory=WriteStrategy)
+
+
+def assess(caps: ServerCapabilities, s: Settings, statement: dict[str, Any] | None = None) -> ServerCheck:
+    """Reads (``check_server``: searches, paging, change detection) and writes (``choose_strategy``: how
+    this server is written to) judged on one CapabilityStatement; the write strategy is the writers'."""
+    problems = list(read_problems(caps, s.procedure_fetch))
+    write = WriteStrategy()
+    try:
+        write = choose_strategy(
+            caps,
+            s.write_mode,
+            max_entries=s.transaction_max_entries,
+            documented=documented_limits(statement or {}),
+        )
+    except ConfigError as e:
+        problems.append(str(e))
+    found = change_detection(caps)
+    reads = ChangeReads(found["deletions"], found["moves"], s.context_lookback_days)
+    return ServerCheck(caps, write.mode, tuple(problems), tuple(warnings(caps)), reads, write)
+
+
+def server_verdict(statement: dict[str, Any], s: Settings) -> tuple[bool, str, str]:
+    """``(ok, detail, fix)`` of a CapabilityStatement for ``ptbill doctor``: the strategy and what ptbill
+    does without, or the one refusal message."""
+    check = assess(read_capabilities(statement), s, statement)
+    if check.problems:
+        return (
+            False,
+            refusal(s.fhir_base_url, check.strategy, list(check.problems)),
+            "use an EMR endpoint that supports these (README: What an EMR must support), or another "
+            "PTBILL_WRITE_MODE",
+        )
+    notes = f"; {'; '.join(check.warnings)}" if check.warnings else ""
+    return True, f"ptbill's reads and {check.strategy!r} writes are supported{notes}", ""
+
+
 @dataclass
 class Runtime:
     settings: Settings
+    _checked: tuple[float, ServerCheck] | None = None
 
     @cached_property
     def client(self) -> FhirClient:
@@ -92,7 +152,11 @@ class Runtime:
 
     @cached_property
     def state(self) -> StateStore:
-        return StateStore.from_url(self.settings.redis_url, self.settings.server_key)
+        return StateStore.from_url(
+            self.settings.redis_url,
+            self.settings.server_key,
+            dead_letter_ttl=self.settings.dead_letter_days * 86400,
+        )
 
     @cached_property
     def tables(self) -> Tables:
@@ -102,6 +166,27 @@ class Runtime:
     def validate(self) -> Validator:
         return r4b_validator()
 
+    def server_check(self, *, fresh: bool = False) -> ServerCheck:
+        """The server's capabilities against ptbill's needs (``GET [base]/metadata``, cached a while)."""
+        now = time.monotonic()
+        if fresh or self._checked is None or now - self._checked[0] > CAPABILITIES_TTL:
+            statement = self.client.capabilities()
+            check = assess(read_capabilities(statement), self.settings, statement)
+            self._checked = (now, check)
+        return self._checked[1]
+
+    def require_server(self) -> ServerCheck:
+        """:meth:`server_check`, refusing (ServerUnsupported, one message) when something is missing."""
+        check = self.server_check()
+        if check.problems:
+            raise ServerUnsupported(refusal(self.client.base_url, check.strategy, list(check.problems)))
+        return check
+
+    @property
+    def write_strategy(self) -> WriteStrategy:
+        """How this server is written to (PTBILL_WRITE_MODE and its CapabilityStatement)."""
+        return self.require_server().write
+
 
 Dispatch = Callable[[str, str], None]  # (encounter_id, run_id)
 
@@ -109,27 +194,32 @@ Dispatch = Callable[[str, str], None]  # (encounter_id, run_id)
 def begin_run(
     rt: Runtime, run_id: str | None, since: str | None, until: str | None, backfill: bool
 ) -> RunInfo | None:
-    """Fix the window and take the server's sync lock. None when another run holds it."""
+    """Check the server, fix the window and take the server's sync lock. None when another run holds it.
+
+    The window ends at the server's clock (minus the lag), never ours, and a requested ``until`` past it
+    is clamped; a window whose ``since`` is after its ``until`` is refused (InputError).
+    """
     st = rt.state
     if run_id:
         info = st.run(run_id)
         if info and st.sync_lock_holder() == run_id:  # a retry of the same run
             return RunInfo(run_id, info["since"], info["until"])
-    if since is None:
-        since = st.watermark() or rt.settings.initial_since
-    if until is None:
-        until = iso(server_now(rt.client) - timedelta(seconds=rt.settings.clock_lag_seconds))
-    st_run = st.start_run(since, until) if run_id is None else _start_named(st, run_id, since, until)
+    check = rt.require_server()
+    since = since if since is not None else st.watermark() or rt.settings.initial_since
+    since, until = fix_window(since, until, server_now(rt.client), rt.settings.clock_lag_seconds)
+    st_run = st.start_run(since, until) if run_id is None else st.start_named_run(run_id, since, until)
     if not st.acquire_sync_lock(st_run.run_id, rt.settings.lock_timeout):
         log.warning(
             "sync already running for this server; not starting another", extra={"run_id": st_run.run_id}
         )
-        st.r.hset(f"{st.p}:run:{st_run.run_id}", "status", "skipped-locked")
+        st.set_run_fields(st_run.run_id, {"status": "skipped-locked"})
         return None
+    marks: dict[str, str | int] = {"write_strategy": check.write.describe()}
     if backfill:
-        st.r.hset(f"{st.p}:run:{st_run.run_id}", "backfill", 1)
+        marks["backfill"] = 1
     elif since <= rt.settings.initial_since:
-        st.r.hset(f"{st.p}:run:{st_run.run_id}", "full", 1)
+        marks["full"] = 1
+    st.set_run_fields(st_run.run_id, marks)
     if not st.has_epoch() and st.watermark() is None and not _server_has_ptbill_output(rt.client):
         # a clean server: nothing written before, so a missing ledger entry means "never written"
         st.set_epoch()
@@ -142,39 +232,46 @@ def _server_has_ptbill_output(client: FhirClient) -> bool:
     return not (isinstance(total, int) and total == 0)
 
 
-def _start_named(st: StateStore, run_id: str, since: str, until: str) -> RunInfo:
-    st.r.hset(
-        f"{st.p}:run:{run_id}",
-        mapping={
-            "since": since,
-            "until": until,
-            "started": iso(datetime.now().astimezone()),
-            "paging_done": 0,
-        },
-    )
-    st.r.expire(f"{st.p}:run:{run_id}", 7 * 24 * 3600)
-    return RunInfo(run_id, since, until)
+def run_limits(s: Settings) -> ReadStats:
+    """Counters of one run's reads, bounded by PTBILL_MAX_PAGES and PTBILL_SYNC_DEADLINE."""
+    return ReadStats(max_pages=s.max_pages, deadline=time.monotonic() + s.sync_deadline_seconds)
 
 
 def page_run(rt: Runtime, run: RunInfo, dispatch: Dispatch) -> ReadStats:
-    """Page the window; stash each encounter (claim check), mark it pending, dispatch it."""
-    st, client = rt.state, rt.client
-    stats = ReadStats()
+    """Page the window; stash each encounter (claim check), mark it pending, dispatch it.
+
+    On an incremental run, encounters touched by EMR changes the window's Encounters do not show (a
+    Procedure deleted or moved away, the patient's Coverage or EpisodeOfCare updated) are re-run too.
+    Past the run's page cap or deadline this raises ``RunLimitExceeded``: the caller fails the run.
+    """
+    st, client, s = rt.state, rt.client, rt.settings
+    stats = run_limits(s)
     known: set[str] = set()
     before = client.stats.snapshot().get("requests", 0)
     t0 = time.perf_counter()
     staff: dict[str, dict[str, Any]] = {}  # performers' Practitioner/PractitionerRole fetched in this run
+    procedures = list(changed_procedures(client, run.since, run.until, stats))
+    also: list[str] = []
+    if run.since > s.initial_since:  # a first (full) run reads every encounter anyway
+        also = emr_changes(
+            client, run.since, run.until, s.encounter_statuses, stats, rt.server_check().changes, procedures
+        )
     for groups in iter_window(
-        client, run.since, run.until, rt.settings.encounter_statuses, stats, rt.settings.procedure_fetch
+        client,
+        run.since,
+        run.until,
+        s.encounter_statuses,
+        stats,
+        s.procedure_fetch,
+        procedures=procedures,
+        also=also,
     ):
         # Patient context (Coverages, prior ChargeItems) is fetched per page: one patient's encounters
         # may sit on several pages and every group must carry its own. Performers are fetched once per
         # run and reused on later pages (without them discipline and PT/PTA roles are unknown).
         known = {k for k in known if k.startswith("perf:")}
         reqs = context_requests(groups, known)
-        context = fetch_context(client, reqs) if reqs else {}
-        if context:
-            st.r.set(f"{st.p}:run:{run.run_id}:ctxpage:{len(known)}", "1", ex=60)  # liveness breadcrumb
+        context = fetch_context(client, reqs, stats) if reqs else {}
         staff.update({k: r for k, r in context.items() if r.get("resourceType") in STAFF_TYPES})
         ready = [slim(attach_context(g, {**performer_context(g, staff), **context})) for g in groups]
         for g in ready:
@@ -188,7 +285,7 @@ def page_run(rt: Runtime, run: RunInfo, dispatch: Dispatch) -> ReadStats:
     for eid in iter_withdrawn(client, run.since, run.until, stats):
         if eid in withdrawn or (st.has_epoch() and st.ledger(eid) is None):
             continue  # ptbill never wrote anything for it
-        found = fetch_encounter(client, eid)
+        found = fetch_encounter(client, eid, stats)
         if found is None:
             continue
         withdrawn.append(eid)
@@ -199,11 +296,16 @@ def page_run(rt: Runtime, run: RunInfo, dispatch: Dispatch) -> ReadStats:
         for eid in withdrawn:
             dispatch(eid, run.run_id)
     reads = client.stats.snapshot().get("requests", 0) - before
-    st.incr(run.run_id, "fhir_read_requests", reads)
-    st.incr(run.run_id, "pages", stats.pages)
-    if stats.problems:
-        st.incr(run.run_id, "bundle_problems", len(stats.problems))
-    st.r.hset(f"{st.p}:run:{run.run_id}", "paging_ms", int((time.perf_counter() - t0) * 1000))
+    st.incr_many(
+        run.run_id,
+        {
+            "fhir_read_requests": reads,
+            "pages": stats.pages,
+            "bundle_problems": len(stats.problems),
+            **{f"rerun:{k}": v for k, v in stats.changes.items()},
+        },
+    )
+    st.set_run_fields(run.run_id, {"paging_ms": int((time.perf_counter() - t0) * 1000)})
     st.set_paging_done(run.run_id)
     log.info(
         "paging done",
@@ -245,8 +347,34 @@ def process_one(rt: Runtime, encounter_id: str, run_id: str | None) -> Outcome:
                 "encounter not found on the server", resource_type="Encounter", resource_id=encounter_id
             )
         return process_group(
-            rt.client, rt.state, rt.tables, group, validate=rt.validate, mode=rt.settings.write_mode
+            rt.client, rt.state, rt.tables, group, validate=rt.validate, strategy=rt.write_strategy
         )
+
+
+def run_encounter(
+    rt: Runtime,
+    encounter_id: str,
+    run_id: str | None,
+    *,
+    attempt: int = 1,
+    will_retry: Callable[[BaseException], bool] = lambda exc: False,
+) -> tuple[Outcome | None, BaseException | None]:
+    """Process one encounter, then book it: the one sequence the Celery task, ``ptbill sync --inline``
+    and ``ptbill retry-failed`` share.
+
+    Done: ``(outcome, None)`` after :func:`finish_ok`. Failed: the error is re-raised when
+    ``will_retry(error)`` says the caller retries it (nothing booked), else the encounter is dead-lettered
+    (:func:`finish_failed`, never stopping the batch) and ``(None, error)`` returned.
+    """
+    try:
+        outcome = process_one(rt, encounter_id, run_id)
+    except Exception as exc:
+        if will_retry(exc):
+            raise
+        finish_failed(rt, run_id, encounter_id, failure_reason(exc), attempt)
+        return None, exc
+    finish_ok(rt, run_id, encounter_id, outcome)
+    return outcome, None
 
 
 def finish_ok(rt: Runtime, run_id: str | None, encounter_id: str, outcome: Outcome) -> None:
@@ -266,14 +394,5 @@ def finish_failed(rt: Runtime, run_id: str | None, encounter_id: str, reason: st
 
 
 def failure_reason(exc: BaseException) -> str:
-    """A PHI-free reason: the class and ptbill's own message (never raw server bodies beyond outcome)."""
-    summary = getattr(exc, "summary", None)
-    if callable(summary):
-        d: dict[str, Any] = summary()
-        parts = [str(d.get("error")), f"status={d.get('status')}" if d.get("status") else ""]
-        if d.get("outcome"):
-            parts.append(str(d["outcome"])[:200])
-        return " ".join(p for p in parts if p)
-    if isinstance(exc, InputError):
-        return f"InputError {exc.reason}"
-    return type(exc).__name__ + (f": {exc}"[:200] if type(exc).__module__.startswith("integration") else "")
+    """A PHI-free reason (``integration.errors.reason``): method, URL without query, HTTP status, kind."""
+    return reason(exc)

@@ -204,7 +204,11 @@ class Settings(BaseSettings):
         True, "PTBILL_TLS_VERIFY", "verify TLS certificates (turning it off is logged as a warning)"
     )
     ca_bundle: str | None = _setting(None, "PTBILL_CA_BUNDLE", "CA bundle file to verify the EMR with")
-    http_timeout: float = _setting(30.0, "PTBILL_HTTP_TIMEOUT", "seconds, on every request")
+    http_timeout: float = _setting(
+        30.0,
+        "PTBILL_HTTP_TIMEOUT",
+        "seconds a FHIR request may take: to connect, for each wait and, in all, for the whole answer",
+    )
     page_size: int = _setting(100, "PTBILL_PAGE_SIZE", "`_count` of searches (1-1000)")
     max_response_bytes: int = _setting(
         50_000_000, "PTBILL_MAX_RESPONSE_BYTES", "larger responses are refused"
@@ -245,10 +249,19 @@ class Settings(BaseSettings):
         "`by-encounter`: page Encounters, then `Procedure?encounter=` per page; `revinclude`: "
         "`_revinclude=Procedure:encounter` (slow on some servers with large pages)",
     )
-    write_mode: Literal["id", "conditional"] = _setting(
-        "id",
+    write_mode: Literal["auto", "id", "conditional"] = _setting(
+        "auto",
         "PTBILL_WRITE_MODE",
-        "`id`: `PUT Type/ptb-<hash>`; `conditional`: `PUT Type?identifier=...`",
+        "`auto`: what the server's CapabilityStatement allows (`id` where it allows create-by-PUT, else "
+        "`conditional`); `id`: creates are `PUT Type/ptb-<hash>`; `conditional`: creates are `POST` with "
+        "`If-None-Exist` on the business identifier (server-assigned ids). Updates always go to the real id "
+        "with `If-Match`",
+    )
+    transaction_max_entries: int = _setting(
+        0,
+        "PTBILL_TRANSACTION_MAX_ENTRIES",
+        "largest write Bundle ptbill sends; 0 = what the server documents (else no limit). One "
+        "encounter's writes stay in one transaction when they fit",
     )
     clock_lag_seconds: float = _setting(
         2.0,
@@ -279,6 +292,46 @@ class Settings(BaseSettings):
     )
     lock_timeout: int = _setting(
         1800, "PTBILL_LOCK_TIMEOUT", "seconds the per-server sync lock lives if a run dies"
+    )
+    sync_deadline_seconds: int = _setting(
+        1500,
+        "PTBILL_SYNC_DEADLINE",
+        "seconds a sync run may spend paging (at most `PTBILL_LOCK_TIMEOUT`; each attempt is stopped at it"
+        " and no retry starts after it): then it is failed with that reason and its lock released",
+    )
+    task_time_limit: float = _setting(
+        300.0,
+        "PTBILL_TASK_TIME_LIMIT",
+        "soft time limit (seconds) of one encounter, a push resolution or a dead-letter re-drive: the"
+        " encounter is dead-lettered; the worker process is killed 30 s later if it does not stop",
+    )
+    dead_letter_days: float = _setting(
+        30.0,
+        "PTBILL_DEAD_LETTER_DAYS",
+        "days a dead letter stays in Redis for `ptbill status` and `ptbill retry-failed`",
+    )
+    metrics_port: int = _setting(
+        9465,
+        "PTBILL_METRICS_PORT",
+        "port of ptbill's Prometheus metrics (`/metrics`), served by each worker's main process and by"
+        " `ptbill metrics`; 0: off",
+    )
+    metrics_host: str = _setting(
+        "127.0.0.1",
+        "PTBILL_METRICS_HOST",
+        "address the metrics listen on (`0.0.0.0` for a scraper elsewhere)",
+    )
+    # bounded reads of one sync run (integration/fhir/queries.py) and EMR changes it follows
+    max_pages: int = _setting(
+        10000,
+        "PTBILL_MAX_PAGES",
+        "pages (searches and batches) one sync run may read; past it the run fails and its lock is released",
+    )
+    context_lookback_days: int = _setting(
+        30,
+        "PTBILL_CONTEXT_LOOKBACK_DAYS",
+        "a Coverage or EpisodeOfCare updated in the window re-runs that patient's billed encounters of the "
+        "last N days (0: none)",
     )
     flower_basic_auth: str | None = _setting(
         None,
@@ -598,6 +651,8 @@ class Settings(BaseSettings):
             raise ConfigError("PTBILL_PAGE_SIZE must be between 1 and 1000")
         if self.http_timeout <= 0:
             raise ConfigError("PTBILL_HTTP_TIMEOUT must be positive")
+        if self.transaction_max_entries < 0 or self.transaction_max_entries == 1:
+            raise ConfigError("PTBILL_TRANSACTION_MAX_ENTRIES must be 0 (no limit) or at least 2")
         if self.max_response_bytes < 1:
             raise ConfigError("PTBILL_MAX_RESPONSE_BYTES must be positive")
         if self.auth_type == "basic" and not (self.auth_user and self.auth_password):
@@ -620,10 +675,25 @@ class Settings(BaseSettings):
             raise ConfigError(
                 "PTBILL_SYNC_INTERVAL, PTBILL_LOCK_TIMEOUT and PTBILL_VISIBILITY_TIMEOUT must be positive"
             )
+        if self.sync_deadline_seconds < 1 or self.task_time_limit <= 0 or self.dead_letter_days <= 0:
+            raise ConfigError(
+                "PTBILL_SYNC_DEADLINE, PTBILL_TASK_TIME_LIMIT and PTBILL_DEAD_LETTER_DAYS must be positive"
+            )
+        if not 0 <= self.metrics_port < 65536:
+            raise ConfigError(f"PTBILL_METRICS_PORT must be a TCP port or 0 (off), got {self.metrics_port}")
         if self.stale_after_intervals <= 0:
             raise ConfigError("PTBILL_STALE_AFTER_INTERVALS must be positive")
         if self.clock_lag_seconds < 0:
             raise ConfigError("PTBILL_CLOCK_LAG_SECONDS must not be negative")
+        if self.max_pages < 1:
+            raise ConfigError("PTBILL_MAX_PAGES must be positive")
+        if not 0 < self.sync_deadline_seconds <= self.lock_timeout:
+            raise ConfigError(
+                "PTBILL_SYNC_DEADLINE must be positive and at most PTBILL_LOCK_TIMEOUT "
+                "(a run must fail before its lock lapses)"
+            )
+        if self.context_lookback_days < 0:
+            raise ConfigError("PTBILL_CONTEXT_LOOKBACK_DAYS must not be negative")
         try:
             datetime.fromisoformat(self.initial_since.replace("Z", "+00:00"))
         except ValueError:

@@ -2,15 +2,20 @@
 
 Key layout (``{p}`` = ``ptbill:{server_key}``):
   {p}:watermark              ISO instant: everything last-updated at or before it has been processed
-  {p}:epoch                  set when the ledger is known complete (clean server, or rebuilt)
-  {p}:ledger:{enc}           hash of the output set last written for the encounter (JSON)
+  {p}:epoch                  set when the ledger is known complete (clean server, or a full run that
+                             finished ok): a missing ledger entry then means "nothing written"
+  {p}:ledger:{enc}           digest of the output set last written for the encounter (JSON); while a write
+                             is in flight (or its outcome unknown) {"digest": null, "writing": ...}
   {p}:run:{run}              hash: since, until, started, paging_done, counters
   {p}:run:{run}:pending      set of encounter ids not yet processed in the run
   {p}:run:{run}:enc:{enc}    claim check: the encounter group fetched while paging (JSON, TTL)
   {p}:ctx:{patient}          cached patient context for one run (JSON, TTL)
-  {p}:dead                   hash enc -> JSON {reason, attempts, at, run}
-  {p}:last                   hash: last run summary (status, finished, counters)
+  {p}:dead                   hash enc -> JSON {reason, attempts, at, run, expires} (PHI-free reason;
+                             each entry expires after ``dead_letter_ttl``, the hash with the last one)
+  {p}:last                   hash: last run summary (status, finished, counters, PHI-free reason)
   {p}:totals                 hash: lifetime counters
+  {p}:runs                   hash: finished runs by status (ok, partial, failed)
+  {p}:metrics:fhir           hash: FHIR request counts and latency buckets by kind (integration.metrics)
   {p}:lock:sync, {p}:lock:enc:{enc}   locks
 
 Nothing here holds names or free text except the claim-check/context caches, which expire (TTL) and
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +37,7 @@ from typing import Any, cast
 import redis
 
 CACHE_TTL = 6 * 3600
+DEAD_LETTER_TTL = 30 * 24 * 3600  # PTBILL_DEAD_LETTER_DAYS
 
 # KEYS[1] = lifetime totals (always), KEYS[2] = the run, only while its record exists: a task that
 # finishes after its run record was lost (Redis restarted without persistence) must not recreate a
@@ -81,13 +88,16 @@ class RunInfo:
 
 
 class StateStore:
-    def __init__(self, client: redis.Redis, server_key: str):
+    def __init__(self, client: redis.Redis, server_key: str, dead_letter_ttl: float = DEAD_LETTER_TTL):
         self.r = client
         self.p = f"ptbill:{server_key}"
+        self.dead_letter_ttl = int(dead_letter_ttl)
 
     @classmethod
-    def from_url(cls, url: str, server_key: str) -> StateStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True, socket_timeout=10), server_key)
+    def from_url(cls, url: str, server_key: str, dead_letter_ttl: float = DEAD_LETTER_TTL) -> StateStore:
+        return cls(
+            redis.Redis.from_url(url, decode_responses=True, socket_timeout=10), server_key, dead_letter_ttl
+        )
 
     # --- watermark and ledger epoch -------------------------------------------------------------
     def watermark(self) -> str | None:
@@ -113,6 +123,14 @@ class StateStore:
     def set_ledger(self, encounter_id: str, value: dict[str, Any]) -> None:
         self.r.set(f"{self.p}:ledger:{encounter_id}", json.dumps(value, sort_keys=True))
 
+    def mark_writing(self, encounter_id: str) -> None:
+        """Before the first write of an encounter: from now on its ledger entry matches no digest, so any
+        retry (a crash, a lost answer, a dead letter) reads the server back before writing again."""
+        self.r.set(
+            f"{self.p}:ledger:{encounter_id}",
+            json.dumps({"digest": None, "writing": utcnow_iso()}, sort_keys=True),
+        )
+
     # --- runs ---------------------------------------------------------------------------------------
     def start_run(self, since: str, until: str) -> RunInfo:
         run_id = uuid.uuid4().hex[:16]
@@ -123,8 +141,26 @@ class StateStore:
         self.r.expire(f"{self.p}:run:{run_id}", 7 * 24 * 3600)
         return RunInfo(run_id, since, until)
 
+    def start_named_run(self, run_id: str, since: str, until: str) -> RunInfo:
+        """A run record under a name the caller chose (a Celery task id: its retries continue the run)."""
+        self.r.hset(
+            f"{self.p}:run:{run_id}",
+            mapping={"since": since, "until": until, "started": utcnow_iso(), "paging_done": 0},
+        )
+        self.r.expire(f"{self.p}:run:{run_id}", 7 * 24 * 3600)
+        return RunInfo(run_id, since, until)
+
+    def set_run_fields(self, run_id: str, fields: dict[str, str | int]) -> None:
+        """Add fields to a run record (status, backfill/full marks, write strategy, paging time...)."""
+        if fields:
+            self.r.hset(f"{self.p}:run:{run_id}", mapping=cast(Any, fields))
+
     def run(self, run_id: str) -> dict[str, str]:
         return self.r.hgetall(f"{self.p}:run:{run_id}")  # type: ignore[return-value]
+
+    def run_final(self, run_id: str) -> bool:
+        """True once the run was closed (:meth:`try_finalize`)."""
+        return bool(self.r.exists(f"{self.p}:run:{run_id}:final"))
 
     def add_pending(self, run_id: str, encounter_ids: list[str]) -> None:
         if encounter_ids:
@@ -185,22 +221,30 @@ class StateStore:
             return None
         if info.get("backfill") != "1":  # a backfill never moves the watermark
             self.set_watermark(info["until"])
-        if info.get("full") == "1":  # the ledger now covers every encounter ever eligible
-            self.set_epoch()
         info = self.run(run_id)
         summary: dict[str, Any] = {k: v for k, v in info.items() if k != "paging_done"}
         summary.update({"status": "ok", "finished": utcnow_iso(), "run_id": run_id})
         failed = int(info.get("dead_lettered", 0) or 0)
         if failed:
             summary["status"] = "partial"
-        self.r.delete(f"{self.p}:last")
-        self.r.hset(f"{self.p}:last", mapping=cast(Any, summary))
+        elif info.get("full") == "1":
+            # only a complete, successful full run proves the ledger covers every encounter ever eligible;
+            # a partial one (or one whose record was lost with Redis) never does
+            self.set_epoch()
+        # replaced in one MULTI: a reader never sees the summary missing between delete and write
+        pipe = self.r.pipeline(transaction=True)
+        pipe.delete(f"{self.p}:last")
+        pipe.hset(f"{self.p}:last", mapping=cast(Any, summary))
+        pipe.hincrby(f"{self.p}:runs", summary["status"], 1)
         if summary["status"] == "ok":
-            self.r.delete(f"{self.p}:last_ok")
-            self.r.hset(f"{self.p}:last_ok", mapping=cast(Any, summary))
+            pipe.delete(f"{self.p}:last_ok")
+            pipe.hset(f"{self.p}:last_ok", mapping=cast(Any, summary))
+        pipe.execute()
         return summary
 
     def record_failure(self, reason: str, run_id: str | None = None) -> None:
+        """The last run failed: ``reason`` must be PHI-free (``integration.errors.reason``)."""
+        self.r.hincrby(f"{self.p}:runs", "failed", 1)
         self.r.delete(f"{self.p}:last")
         self.r.hset(
             f"{self.p}:last",
@@ -221,6 +265,10 @@ class StateStore:
     def totals(self) -> dict[str, str]:
         return self.r.hgetall(f"{self.p}:totals")  # type: ignore[return-value]
 
+    def runs_by_status(self) -> dict[str, int]:
+        raw: dict[str, str] = self.r.hgetall(f"{self.p}:runs")  # type: ignore[assignment]
+        return {k: int(v) for k, v in raw.items()}
+
     # --- claim checks ---------------------------------------------------------------------------
     def put_group(self, run_id: str, encounter_id: str, group: dict[str, Any]) -> None:
         self.r.set(f"{self.p}:run:{run_id}:enc:{encounter_id}", json.dumps(group), ex=CACHE_TTL)
@@ -231,15 +279,30 @@ class StateStore:
 
     # --- dead letters -------------------------------------------------------------------------------
     def dead_letter(self, encounter_id: str, reason: str, attempts: int, run_id: str | None) -> None:
-        self.r.hset(
-            f"{self.p}:dead",
-            encounter_id,
-            json.dumps({"reason": reason[:500], "attempts": attempts, "at": utcnow_iso(), "run": run_id}),
-        )
+        """Record an encounter that failed for good: its id, a PHI-free ``reason``
+        (``integration.errors.reason``), attempts, time and run. It expires after ``dead_letter_ttl``."""
+        expires = int(time.time()) + self.dead_letter_ttl
+        record = {"reason": reason[:300], "attempts": attempts, "at": utcnow_iso(), "run": run_id}
+        pipe = self.r.pipeline()
+        pipe.hset(f"{self.p}:dead", encounter_id, json.dumps({**record, "expires": expires}))
+        pipe.expire(f"{self.p}:dead", self.dead_letter_ttl)  # the hash goes with its newest entry
+        pipe.execute()
 
     def dead_letters(self) -> dict[str, dict[str, Any]]:
+        """The dead letters still in force; expired entries are deleted on the way."""
         raw: dict[str, str] = self.r.hgetall(f"{self.p}:dead")  # type: ignore[assignment]
-        return {k: json.loads(v) for k, v in raw.items()}
+        now = time.time()
+        out: dict[str, dict[str, Any]] = {}
+        expired: list[str] = []
+        for k, v in raw.items():
+            d = json.loads(v)
+            if isinstance(d.get("expires"), int | float) and d["expires"] <= now:
+                expired.append(k)
+                continue
+            out[k] = d
+        if expired:
+            self.r.hdel(f"{self.p}:dead", *expired)
+        return out
 
     def clear_dead_letter(self, encounter_id: str) -> None:
         self.r.hdel(f"{self.p}:dead", encounter_id)

@@ -6,7 +6,8 @@
 #    else stops with a clear message;
 # 3. installs the Medplum test server's Node packages (npm ci, when needed), and makes sure Debian's chromium
 #    is there for the HTML report rendering test (installs it when missing and we are root);
-# 4. runs ruff, mypy and pytest (all three layers: pure, client, integration). Extra args go to pytest.
+# 4. runs ruff, mypy and pytest (all three layers: pure, client, integration; three test processes, see below).
+#    Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -76,4 +77,7 @@ fi
 .venv/bin/ruff check integration tasks mappings ptbill_demo tests bench
 .venv/bin/mypy  # strict on integration.billing and mappings: [[tool.mypy.overrides]] in pyproject.toml
 .venv/bin/ptbill mappings check >/dev/null
-.venv/bin/python -m pytest -q "$@"
+# pytest-xdist: the integration tests mostly wait on servers and workers, so three test processes fit two cores;
+# --dist loadfile keeps each module (and its module-scoped servers) in one process, and each process has its own
+# Redis database (tests/redis_db.py). TEST_PROCESSES=0 runs everything in this one process.
+.venv/bin/python -m pytest -q -n "${TEST_PROCESSES:-3}" --dist loadfile "$@"

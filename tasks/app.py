@@ -11,10 +11,11 @@ from typing import Any
 from celery import Celery, signals
 from celery.worker.control import inspect_command
 
-from integration import logs
+from integration import logs, metrics
 from integration.errors import MappingTableError
 from integration.runner import Runtime, load_settings_tables
 from integration.settings import Settings, unknown_variable_lines
+from tasks import broker_guard
 from tasks.config import celery_config
 
 settings = Settings.from_env()
@@ -22,21 +23,35 @@ if settings.broker_url.startswith("sqla+"):  # embedded demo broker: it is local
     from kombu.transport import sqlalchemy as _kombu_sqla
 
     _kombu_sqla.Transport.polling_interval = 0.05
+broker_guard.install()  # a broker restart must not end the worker (tasks/broker_guard.py)
 app = Celery("ptbill", include=["tasks.sync"])
 app.conf.update(celery_config(settings))
 
 log = logging.getLogger("ptbill.worker")
 
 _runtime: Runtime | None = None
+_meter: metrics.RequestMeter | None = None  # this process's FHIR request counts (flushed to Redis)
 _tables_fingerprint: str | None = None  # of the tables this worker checked at start-up
 
 
 def runtime() -> Runtime:
     """One runtime (FHIR client with its Session, Redis state, tables) per worker process."""
-    global _runtime
+    global _runtime, _meter
     if _runtime is None:
-        _runtime = Runtime(settings)
+        rt = Runtime(settings)
+        _meter = metrics.RequestMeter()
+        metrics.install(rt.client._session, rt.client.base_url, _meter)
+        _runtime = rt
     return _runtime
+
+
+def flush_metrics() -> None:
+    """After each task: this process's FHIR request counts to Redis (one round trip; never raises)."""
+    if _runtime is not None and _meter is not None:
+        try:
+            metrics.flush(_meter, _runtime.state)
+        except Exception as e:  # metrics must never fail a task
+            log.warning("metrics not flushed", extra={"error": type(e).__name__})
 
 
 @signals.setup_logging.connect
@@ -76,7 +91,49 @@ def _ptbill_settings(state: Any) -> dict[str, Any]:
     return identity(settings, _tables_fingerprint, queues)
 
 
+@signals.worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    """The worker's main process serves ptbill's Prometheus metrics (read from Redis on each scrape)."""
+    if not settings.metrics_port:
+        return
+    from integration.state import StateStore
+
+    state = StateStore.from_url(settings.redis_url, settings.server_key, settings.dead_letter_days * 86400)
+    try:
+        metrics.serve(state, settings.metrics_port, settings.metrics_host)
+    except OSError as e:  # e.g. another worker on this host serves them already (the same numbers)
+        log.warning(
+            "metrics port not available; not serving metrics from this worker",
+            extra={"port": settings.metrics_port, "error": type(e).__name__},
+        )
+        return
+    log.info("metrics served", extra={"port": settings.metrics_port})
+
+
 @signals.worker_process_init.connect
 def _fresh_runtime(**_: Any) -> None:
-    global _runtime
+    global _runtime, _meter
     _runtime = None  # never share a Session or Redis connection across fork
+    _meter = None
+
+
+@signals.worker_init.connect
+def _check_server(**_: Any) -> None:
+    """Refuse to start against a FHIR server that lacks what ptbill needs (its CapabilityStatement), with
+    the one message naming all of it; an unreachable server is only a warning (each run checks again)."""
+    from integration.errors import FhirError
+    from integration.runner import make_client, server_verdict
+
+    try:
+        with make_client(settings.model_copy(update={"http_timeout": 5.0})) as client:
+            statement = client.capabilities()
+    except FhirError as e:
+        log.warning(
+            "FHIR server not checked at start-up; each sync run checks it", extra={"error": type(e).__name__}
+        )
+        return
+    ok, detail, _fix = server_verdict(statement, settings)
+    if not ok:
+        log.critical("FHIR server unsupported; worker refuses to start", extra={"reason": detail[:1000]})
+        raise SystemExit(3)
+    log.info("FHIR server supported", extra={"reason": detail[:300]})

@@ -10,6 +10,7 @@
   ptbill show ENCOUNTER                   one encounter's suggestions, evidence, findings and open tasks
   ptbill report [--since --until] [--html FILE] [--csv FILE]   a period per code, therapist and payer
   ptbill flower [--port P]                Celery Flower with ptbill's settings (basic auth required)
+  ptbill metrics [--port P]               ptbill's Prometheus metrics (also served by every worker)
   ptbill classify FILE|-                  classify JSONL interventions (stable contract)
   ptbill eval FILE                        accuracy report on labelled JSONL
   ptbill process --bundle FILE            dry run: print the transaction Bundle that would be written
@@ -27,10 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -108,24 +112,36 @@ def cmd_mappings_check(a: argparse.Namespace) -> int:
 
 
 def cmd_process(a: argparse.Namespace) -> int:
-    from integration.fhir.extract import group_bundle
-    from integration.sync import Group, dry_run_bundle
+    from integration.fhir.extract import iter_groups
+    from integration.jsonio import load_file
+    from integration.pipeline import dry_run_bundle
+    from integration.sync import Group
     from mappings.loader import default_tables, load_tables
 
     try:
-        with open(a.bundle, encoding="utf-8", errors="replace") as fh:
-            bundle = json.load(fh)
-        groups, problems = group_bundle(bundle)
-    except (OSError, ValueError, InputError) as e:
-        sys.stderr.write(f"ptbill process: cannot read {a.bundle}: {type(e).__name__}: {e}\n")
+        bundle = load_file(a.bundle)  # not UTF-8, not JSON or nested too deep: one clean line
+        problems: list[str] = []
+        groups = iter_groups(bundle, problems)
+    except OSError as e:
+        sys.stderr.write(f"ptbill process: cannot read {a.bundle}: {e.strerror or type(e).__name__}\n")
         return 2
+    except InputError as e:
+        sys.stderr.write(f"ptbill process: cannot read {a.bundle}: {e.reason}\n")
+        return 2
+    tables = load_tables(a.mappings) if a.mappings else default_tables()
+    # one encounter at a time: each group's related map holds the bundle's shared resources, so keeping
+    # every group (as a list) grew with encounters x patients; this stays linear in the bundle's size
+    entries: list[dict[str, Any]] = []
+    n = 0
+    for enc, related in groups:
+        entries.extend(dry_run_bundle([Group(enc, related)], tables)["entry"])
+        n += 1
+    del bundle
     for p in problems:
         sys.stderr.write(f"ptbill process: skipped bundle entry: {p}\n")
-    tables = load_tables(a.mappings) if a.mappings else default_tables()
-    out = dry_run_bundle([Group(e, dict(r)) for e, r in groups], tables)
+    out = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
     sys.stderr.write(
-        f"ptbill process: {len(groups)} encounter(s), {len(out['entry'])} entries, "
-        f"{len(problems)} problem(s)\n"
+        f"ptbill process: {n} encounter(s), {len(entries)} entries, {len(problems)} problem(s)\n"
     )
     json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
@@ -201,7 +217,7 @@ def _wait_run(
     held_by: str | None = None
     while time.monotonic() < deadline:
         info = state.run(run_id)
-        if state.r.exists(f"{state.p}:run:{run_id}:final"):
+        if state.run_final(run_id):
             if bar is not None:
                 bar.update(max(0, int(info.get("dispatched", 0) or 0) - last_done))
                 bar.close()
@@ -255,24 +271,27 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
     _configure_logs(s)
     rt = Runtime(s)
     if a.inline:
-        from integration.errors import PtbillError
-        from integration.runner import failure_reason, finish_failed, finish_ok, process_one
+        from integration import metrics
+        from integration.errors import PtbillError, RunDeadlineExceeded
+        from integration.runner import failure_reason, run_encounter
 
         def dispatch(enc: str, run_id: str) -> None:
-            try:
-                finish_ok(rt, run_id, enc, process_one(rt, enc, run_id))
-            except Exception as e:  # like the worker: dead-letter this encounter, never stop the batch
-                finish_failed(rt, run_id, enc, failure_reason(e), 1)
+            # like the worker: a failure is a dead letter and the batch goes on; a run past its deadline
+            # stops as a whole (below) and this encounter stays pending
+            run_encounter(rt, enc, run_id, will_retry=lambda e: isinstance(e, RunDeadlineExceeded))
 
         rt.state.r.ping()  # Redis first: a clear line when it is down, before any work
+        meter = metrics.RequestMeter()
+        metrics.install(rt.client._session, rt.client.base_url, meter)
         run = None
         run_id = uuid.uuid4().hex[:16]  # named up front, so a failure can release the lock it took
         try:
-            run = begin_run(rt, run_id, since, until, backfill)
-            if run is None:
-                print(json.dumps({"status": "skipped-locked"}))
-                return 1
-            page_run(rt, run, dispatch)
+            with run_deadline(min(s.sync_deadline_seconds, s.lock_timeout)):
+                run = begin_run(rt, run_id, since, until, backfill)
+                if run is None:
+                    print(json.dumps({"status": "skipped-locked"}))
+                    return 1
+                page_run(rt, run, dispatch)
         except PtbillError as e:  # e.g. the FHIR server is down: record it so `ptbill status` shows it
             rt.state.record_failure(failure_reason(e), run_id)
             rt.state.release_sync_lock(run_id)
@@ -283,6 +302,8 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
             if ex is not None:
                 _err(ex.line())
             return 1
+        finally:
+            metrics.flush(meter, rt.state)
         info: dict[str, Any] = rt.state.run(run_id)
     else:
         from integration.runner import load_settings_tables
@@ -320,6 +341,26 @@ def _run(a: argparse.Namespace, since: str | None, until: str | None, backfill: 
     elif status != "ok":
         _err(f"run {run_id} {status}" + (f": {info['reason']}" if info.get("reason") else ""))
     return 0 if status == "ok" else 1
+
+
+@contextmanager
+def run_deadline(seconds: float) -> Iterator[None]:
+    """``sync --inline``: RunDeadlineExceeded in this (main) thread after ``seconds`` (SIGALRM)."""
+    from integration.errors import RunDeadlineExceeded
+
+    def expired(signum: int, frame: Any) -> None:
+        raise RunDeadlineExceeded(f"the sync run ran past PTBILL_SYNC_DEADLINE ({seconds:g} s)")
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield  # no alarm outside the main thread: the run is bounded by its lock timeout only
+        return
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def cmd_sync(a: argparse.Namespace) -> int:
@@ -427,6 +468,8 @@ def status_report(s: Any, st: Any, now: datetime | None = None) -> dict[str, Any
         "watermark": st.watermark(),
         "ledger_complete": st.has_epoch(),
         "sync_running": st.sync_lock_holder() is not None,
+        # chosen from the server's CapabilityStatement at the start of each run (check_server)
+        "write_strategy": (last or {}).get("write_strategy") or (ok or {}).get("write_strategy"),
         "last_run": {
             "status": last.get("status"),
             "run_id": last.get("run_id") or None,
@@ -500,6 +543,7 @@ def _print_status(report: dict[str, Any]) -> None:
     w(f"health:           {'OK' if report['healthy'] else 'ATTENTION: ' + '; '.join(report['problems'])}\n")
     w(f"watermark:        {report['watermark'] or '(never synced)'}\n")
     w(f"sync running:     {'yes' if report['sync_running'] else 'no'}\n")
+    w(f"write strategy:   {report.get('write_strategy') or '(no run yet)'}\n")
     last = report["last_run"]
     if last is None:
         w("last run:         (none)\n")
@@ -547,7 +591,7 @@ def cmd_status(a: argparse.Namespace) -> int:
     from integration.state import StateStore
 
     s = _settings()
-    st = StateStore.from_url(s.redis_url, s.server_key)
+    st = StateStore.from_url(s.redis_url, s.server_key, s.dead_letter_days * 86400)
     report = status_report(s, st)
     if a.json:
         print(json.dumps(report, indent=2, sort_keys=True))
@@ -559,18 +603,15 @@ def cmd_status(a: argparse.Namespace) -> int:
 def cmd_retry_failed(a: argparse.Namespace) -> int:
     s = _settings()
     _configure_logs(s)
-    from integration.runner import Runtime, failure_reason, finish_failed, finish_ok, process_one
+    from integration.runner import Runtime, run_encounter
 
     rt = Runtime(s)
     dead = rt.state.dead_letters()
     if a.inline:
         ok = 0
         for enc in dead:
-            try:
-                finish_ok(rt, None, enc, process_one(rt, enc, None))
-                ok += 1
-            except Exception as e:
-                finish_failed(rt, None, enc, failure_reason(e), int(dead[enc].get("attempts", 0)) + 1)
+            outcome, _ = run_encounter(rt, enc, None, attempt=int(dead[enc].get("attempts", 0)) + 1)
+            ok += outcome is not None
         print(json.dumps({"retried": len(dead), "succeeded": ok}))
         return 0 if ok == len(dead) else 1
     from tasks.app import app
@@ -732,6 +773,25 @@ def cmd_flower(a: argparse.Namespace) -> int:
     return run(s, port=a.port, address=a.address, extra=a.flower_args)
 
 
+def cmd_metrics(a: argparse.Namespace) -> int:
+    from integration import metrics
+    from integration.state import StateStore
+
+    s = _settings()
+    _configure_logs(s)
+    port = a.port if a.port is not None else s.metrics_port
+    host = a.host or s.metrics_host
+    st = StateStore.from_url(s.redis_url, s.server_key, s.dead_letter_days * 86400)
+    st.r.ping()  # Redis first: one clear line when it is down
+    server = metrics.serve(st, port, host)
+    _err(f"ptbill metrics on http://{host}:{server.server_address[1]}/metrics")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     _demo_tools("demo")
     import importlib.util
@@ -866,6 +926,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="further Flower options, after -- (e.g. -- --url_prefix=x)",
     )
     fl.set_defaults(fn=cmd_flower)
+
+    me = sub.add_parser(
+        "metrics", help="serve ptbill's Prometheus metrics (read from Redis; every worker serves them too)"
+    )
+    me.add_argument("--port", type=int, default=None, help="port (default PTBILL_METRICS_PORT, 9465)")
+    me.add_argument("--host", default=None, help="address (default PTBILL_METRICS_HOST, 127.0.0.1)")
+    me.set_defaults(fn=cmd_metrics)
 
     c = sub.add_parser("classify", help="classify JSONL interventions")
     c.add_argument(

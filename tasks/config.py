@@ -63,6 +63,10 @@ def celery_config(s: Settings) -> dict[str, Any]:
         # idempotent writes first, then late acks: a killed worker's message is delivered again
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # a late-acked task still running when the broker connection drops cannot be acked on the new
+        # connection: acking it on the closed one killed the worker ("Unrecoverable error: AttributeError" in
+        # kombu's redis transport). Terminate it instead; its message comes back and the work is idempotent.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
         "worker_prefetch_multiplier": 1,
         "task_send_sent_event": True,
         "worker_send_task_events": True,

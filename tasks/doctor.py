@@ -2,8 +2,9 @@
 
 1. settings: every PTBILL_* value, where it came from (env, file, default), secrets redacted;
 2. variables: PTBILL_* names ptbill does not read (typos), with the closest known name;
-3. fhir: ``GET {base}/metadata`` with the configured auth (a FHIR R4 CapabilityStatement), and, when auth
-   is configured, one authenticated search (credentials, SMART token);
+3. fhir: ``GET {base}/metadata`` with the configured auth (a FHIR R4 CapabilityStatement) and what ptbill
+   needs of it (``capabilities``: the write strategy, or what is missing), and, when auth is configured,
+   one authenticated search (credentials, SMART token);
 4. redis: the state store answers PING;
 5. broker: the Celery broker accepts a connection;
 6. workers: a worker answers, with the same FHIR server, Redis and tables, on the queues a sync needs;
@@ -76,7 +77,7 @@ def _variables(env: Mapping[str, str]) -> list[Check]:
 
 
 def _fhir(s: Settings) -> list[Check]:
-    from integration.runner import make_client
+    from integration.runner import make_client, server_verdict
 
     out: list[Check] = []
     try:
@@ -113,6 +114,8 @@ def _fhir(s: Settings) -> list[Check]:
                     f"{s.fhir_base_url} answers /metadata: FHIR {version}" + (f" ({who})" if who else ""),
                 )
             )
+            ok, detail, fix = server_verdict(cap, s)  # what ptbill needs of it, and the write strategy
+            out.append(Check("capabilities", "OK" if ok else "FAIL", detail, fix))
             if s.auth_type != "none":
                 client.get("Encounter", [("_count", "1"), ("_summary", "count")])
                 out.append(

@@ -12,30 +12,25 @@ encounter task re-fetches, holds the encounter's lock and writes only difference
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
 
 from celery import Task
 
-from integration.errors import FhirTemporaryError
 from integration.push import PushState, resolve
-from tasks.app import app, runtime, settings
+from tasks.app import runtime, settings
+from tasks.base import ptbill_task
 from tasks.config import QUEUE_PROCESS, TASK_PUSH_RESOLVE
-from tasks.sync import TEMPORARY, process_encounter
+from tasks.sync import process_encounter
 
 log = logging.getLogger("ptbill.push")
 
 
-def _retry_delay(task: Task, exc: BaseException) -> float:
-    cap = settings.retry_max_seconds
-    base = min(cap, settings.retry_base_seconds * 2 ** (task.request.retries + 1))
-    after = exc.retry_after if isinstance(exc, FhirTemporaryError) else None
-    if after:
-        base = min(cap, max(base, float(after)))
-    return base * (0.8 + random.random() * 0.4)  # noqa: S311 - jitter, not crypto
+def _resolve_given_up(task: Task, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Counted; the periodic sync is the safety net for what this notification named."""
+    PushState(runtime().state).incr({"resolve_failed": 1})
 
 
-@app.task(name=TASK_PUSH_RESOLVE, bind=True, acks_late=True, max_retries=settings.max_retries)
+@ptbill_task(TASK_PUSH_RESOLVE, give_up=_resolve_given_up)
 def resolve_notified(
     self: Task,
     encounter_ids: list[str] | None = None,
@@ -44,22 +39,8 @@ def resolve_notified(
 ) -> dict[str, Any]:
     rt = runtime()
     push = PushState(rt.state)
-    try:
-        push.release(claims or [])
-        found = resolve(rt.client, encounter_ids or [], procedure_ids or [], settings.encounter_statuses)
-    except TEMPORARY as exc:
-        if self.request.retries >= self.max_retries:
-            push.incr({"resolve_failed": 1})
-            log.error(
-                "push resolution failed after retries; the periodic sync will catch up",
-                extra={"error": type(exc).__name__, "attempt": self.request.retries + 1},
-            )
-            return {"status": "failed"}
-        raise self.retry(exc=exc, countdown=_retry_delay(self, exc)) from None
-    except Exception as exc:  # fatal for this notification: counted; the periodic sync is the safety net
-        push.incr({"resolve_failed": 1})
-        log.error("push resolution failed", extra={"error": type(exc).__name__})
-        return {"status": "failed"}
+    push.release(claims or [])
+    found = resolve(rt.client, encounter_ids or [], procedure_ids or [], settings.encounter_statuses)
     for eid in found.dispatch:
         process_encounter.apply_async((eid, None), queue=QUEUE_PROCESS)
     counts = {

@@ -7,65 +7,63 @@ check the sync run left in Redis, or from the FHIR server when that has expired.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
+from datetime import datetime
 from typing import Any
 
 from celery import Task
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from integration.errors import FhirTemporaryError, LockBusy
+from integration.errors import RunDeadlineExceeded, TaskTimeLimit, reason
 from integration.runner import (
-    Runtime,
     begin_run,
-    failure_reason,
     finish_failed,
     finish_ok,
     page_run,
     process_one,
 )
-from tasks.app import app, runtime, settings
+from tasks.app import runtime, settings
+from tasks.base import ptbill_task
 from tasks.config import QUEUE_PROCESS, TASK_PROCESS, TASK_RETRY_FAILED, TASK_SYNC
 
 log = logging.getLogger("ptbill.tasks")
 
-TEMPORARY = (FhirTemporaryError, LockBusy, RedisConnectionError, RedisTimeoutError)
 
-
-def _delay(task: Task, exc: BaseException) -> float:
-    """Exponential backoff (PTBILL_RETRY_BASE_SECONDS * 2**attempt), at least the server's Retry-After,
-    at most PTBILL_RETRY_MAX_SECONDS (kept below the visibility timeout by tasks.config)."""
-    cap = settings.retry_max_seconds
-    retry_after = getattr(exc, "retry_after", None)
-    base = min(cap, settings.retry_base_seconds * 2 ** (task.request.retries + 1))
-    if isinstance(retry_after, int | float) and retry_after > 0:
-        base = min(cap, max(base, float(retry_after)))
-    return base * (0.8 + random.random() * 0.4)  # noqa: S311 - jitter, not crypto
-
-
-def _dead_letter(
-    rt: Runtime, run_id: str | None, encounter_id: str, exc: BaseException, attempt: int, message: str
-) -> dict[str, Any]:
-    finish_failed(rt, run_id, encounter_id, failure_reason(exc), attempt)
-    log.error(
-        message,
-        extra={
-            "encounter_id": encounter_id,
-            "run_id": run_id,
-            "error": type(exc).__name__,
-            "attempt": attempt,
-        },
-    )
-    return {"status": "dead-lettered"}
+def sync_deadline() -> int:
+    """Seconds a sync run may page: PTBILL_SYNC_DEADLINE, at most the sync lock's lifetime."""
+    return min(settings.sync_deadline_seconds, settings.lock_timeout)
 
 
 def dispatch(encounter_id: str, run_id: str) -> None:
     process_encounter.apply_async((encounter_id, run_id), queue=QUEUE_PROCESS)
 
 
-@app.task(name=TASK_SYNC, bind=True, acks_late=True, max_retries=settings.max_retries)
+def _run_id(task: Task, run_id: str | None) -> str:
+    # a run always has a name, so a retry of this task continues the same run (and its lock)
+    return run_id or str(task.request.id or uuid.uuid4().hex).replace("-", "")[:16]
+
+
+def _run_age(started: str | None) -> float | None:
+    if not started:
+        return None
+    try:
+        t = datetime.fromisoformat(started.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return time.time() - t.timestamp()
+
+
+def _sync_given_up(task: Task, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """A failed sync run: recorded with its PHI-free reason (``ptbill status``), its lock released."""
+    rt = runtime()
+    run_id = _run_id(task, kwargs.get("run_id") or (args[0] if args else None))
+    if isinstance(exc, TaskTimeLimit):
+        exc = RunDeadlineExceeded(f"the sync run ran past PTBILL_SYNC_DEADLINE ({sync_deadline()} s)")
+    rt.state.record_failure(reason(exc), run_id)
+    rt.state.release_sync_lock(run_id)
+
+
+@ptbill_task(TASK_SYNC, give_up=_sync_given_up, soft_time_limit=sync_deadline())
 def sync_run(
     self: Task,
     run_id: str | None = None,
@@ -76,27 +74,14 @@ def sync_run(
     """One sync of the configured FHIR server: page the window and dispatch each encounter."""
     rt = runtime()
     t0 = time.perf_counter()
-    # a run always has a name, so a retry of this task continues the same run (and its lock)
-    run_id = run_id or str(self.request.id or uuid.uuid4().hex).replace("-", "")[:16]
-    try:
-        run = begin_run(rt, run_id, since, until, backfill)
-        if run is None:
-            return {"status": "skipped-locked"}
-        stats = page_run(rt, run, dispatch)
-    except TEMPORARY as exc:
-        if self.request.retries >= self.max_retries:
-            rt.state.record_failure(failure_reason(exc), run_id)
-            if run_id:
-                rt.state.release_sync_lock(run_id)
-            log.error("sync failed after retries", extra={"run_id": run_id, "error": type(exc).__name__})
-            raise
-        raise self.retry(exc=exc, countdown=_delay(self, exc)) from None
-    except Exception as exc:
-        rt.state.record_failure(failure_reason(exc), run_id)
-        if run_id:
-            rt.state.release_sync_lock(run_id)
-        log.error("sync failed", extra={"run_id": run_id, "error": type(exc).__name__}, exc_info=True)
-        raise
+    run_id = _run_id(self, run_id)
+    age = _run_age(rt.state.run(run_id).get("started"))
+    if age is not None and age > sync_deadline():  # a retry must not carry a run past its deadline
+        raise RunDeadlineExceeded(f"the sync run ran past PTBILL_SYNC_DEADLINE ({sync_deadline()} s)")
+    run = begin_run(rt, run_id, since, until, backfill)
+    if run is None:
+        return {"status": "skipped-locked"}
+    stats = page_run(rt, run, dispatch)
     dur = int((time.perf_counter() - t0) * 1000)
     log.info(
         "sync paged",
@@ -110,38 +95,35 @@ def sync_run(
     return {"run_id": run.run_id, "pages": stats.pages, "encounters": stats.encounters}
 
 
-@app.task(
-    name=TASK_PROCESS,
-    bind=True,
-    acks_late=True,
-    max_retries=settings.max_retries,
-    rate_limit=settings.rate_limit,
-)
+def _encounter_given_up(
+    task: Task, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """Dead-letter the encounter (ids and a PHI-free reason; ``ptbill retry-failed`` re-drives it)."""
+    encounter_id = kwargs.get("encounter_id") or args[0]
+    run_id = kwargs.get("run_id") or (args[1] if len(args) > 1 else None)
+    attempt = task.request.retries + 1
+    finish_failed(runtime(), run_id, encounter_id, reason(exc), attempt)
+    log.error(
+        "encounter dead-lettered",
+        extra={
+            "encounter_id": encounter_id,
+            "run_id": run_id,
+            "error": type(exc).__name__,
+            "reason": reason(exc),
+            "attempt": attempt,
+        },
+    )
+
+
+@ptbill_task(TASK_PROCESS, give_up=_encounter_given_up, rate_limit=settings.rate_limit)
 def process_encounter(self: Task, encounter_id: str, run_id: str | None = None) -> dict[str, Any]:
-    """Decide one encounter and write its difference back (one transaction at most)."""
+    """Decide one encounter and write its difference back (one transaction at most).
+
+    An encounter that fails for good is dead-lettered and the task ends in FAILURE (TaskFailed with
+    the PHI-free reason), so Flower shows it as failed while ``ptbill retry-failed`` can re-drive it."""
     rt = runtime()
     t0 = time.perf_counter()
-    attempt = self.request.retries + 1
-    try:
-        outcome = process_one(rt, encounter_id, run_id)
-    except TEMPORARY as exc:
-        if self.request.retries >= self.max_retries:
-            return _dead_letter(
-                rt, run_id, encounter_id, exc, attempt, "encounter dead-lettered after retries"
-            )
-        delay = _delay(self, exc)
-        log.warning(
-            "encounter will be retried",
-            extra={
-                "encounter_id": encounter_id,
-                "error": type(exc).__name__,
-                "attempt": attempt,
-                "retry_in": delay,
-            },
-        )
-        raise self.retry(exc=exc, countdown=delay) from None
-    except Exception as exc:  # fatal for this encounter: record it, never lose it, never stop the batch
-        return _dead_letter(rt, run_id, encounter_id, exc, attempt, "encounter dead-lettered")
+    outcome = process_one(rt, encounter_id, run_id)
     finish_ok(rt, run_id, encounter_id, outcome)
     dur = int((time.perf_counter() - t0) * 1000)
     log.info(
@@ -163,7 +145,7 @@ def process_encounter(self: Task, encounter_id: str, run_id: str | None = None) 
     return {"status": outcome.status, "created": outcome.created, "updated": outcome.updated}
 
 
-@app.task(name=TASK_RETRY_FAILED, bind=True, acks_late=True)
+@ptbill_task(TASK_RETRY_FAILED, max_retries=0)
 def retry_failed(self: Task, older_than_seconds: int = 0) -> dict[str, Any]:
     """Re-drive dead-lettered encounters (each re-fetched from the server)."""
     rt = runtime()

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from integration.classify.text import Abbrev, Hit, Normalizer, Phrase, PhraseMatcher
+from integration.classify.fuzzy import Reading, TolerantReader
+from integration.classify.text import BREAK, Abbrev, Hit, Normalizer, Phrase, PhraseMatcher, fold
 from integration.model import (
     CPT,
     HCPCS_SYSTEMS,
@@ -38,12 +39,36 @@ CLASSIFY_TABLES = (
     *LEXICON_TABLES,
 )
 _DEFAULT_CTX = ("main", "intent", "cue")
-_ALL_CTX = ("main", "intent", "cue", "goal", "reason")
+_ALL_CTX = ("main", "intent", "cue", "goal", "reason", "report")
 _NEG_SPAN = 4
 _MODALITY_CODES = frozenset({"97010", "97012", "97016", "97018", "97022", "97032", "97033", "97035", "G0283"})
 _MANUAL_CODES = frozenset({"97140", "97124"})
 # an entry classified as a modality / manual therapy that also documents one of these is several interventions
 _MULTI_EXPRS = ("main:ex.*", "main:task.*", "main:balance.*", "gait.pattern", "gait.training")
+# documentation requirements checked against the code on the Procedure even when the text supports another
+CODED_DOC_CHECKS = frozenset({"DOC-97530-FUNCTIONAL-TASK"})
+F_TEXT_UNREADABLE = "DOC-TEXT-UNREADABLE"
+R_TEXT_UNREADABLE = "R-TEXT-UNREADABLE"
+_READABLE_SHARE = (
+    0.5  # below this share of ASCII letters/digits among non-space characters a text is unreadable
+)
+_WORD_MAX = 64  # a "word" longer than this is not prose
+
+
+def unreadable_ok(text: str) -> bool:
+    """Whether non-blank ``text`` reads as text: at least half of its non-space characters are letters or
+    digits after folding accents (text.fold), and it is not one unbroken run of characters. Blank text is
+    "ok" (nothing to read; other findings say the documentation is missing). Linear in its length."""
+    if not text.strip():
+        return True
+    folded = fold(text)
+    total = len(text) - sum(1 for ch in text if ch.isspace())
+    alnum = sum(1 for ch in folded if ch.isalnum())
+    if total == 0 or alnum < _READABLE_SHARE * total:
+        return False
+    return any(len(w) <= _WORD_MAX for w in folded.split())
+
+
 _CODE_CONFLICT_SOURCE = (
     "ptbill: a coded CPT is evidence, not truth (billing-rules.md §5.1: notes must match the claim)"
 )
@@ -158,6 +183,7 @@ class CDoc:
 class Compiled:
     normalizer: Normalizer
     matcher: PhraseMatcher
+    reader: TolerantReader
     concept_code: dict[str, str]
     concept_label: dict[str, str]
     concept_alts: dict[str, tuple[str, ...]]
@@ -273,9 +299,20 @@ def _compile(tables: Tables, on: date | None) -> Compiled:
     concept_of_code: dict[str, str] = {}
     for c in concepts:
         concept_of_code.setdefault(c.code, c.concept)
+    words: set[str] = set()
+    stems: set[str] = set()
+    for ph in phrases:
+        for kind, val in ph.pattern:
+            if kind == "exact":
+                words.add(val)
+            elif kind == "stem":
+                stems.add(val)
+    for r in rows("classify_abbreviations"):
+        words.update(r.expansion.lower().split())
     return Compiled(
         normalizer=normalizer,
         matcher=PhraseMatcher(phrases),
+        reader=TolerantReader(words, stems),
         concept_code=concept_code,
         concept_label={c.concept: c.label for c in concepts},
         concept_alts=concept_alts,
@@ -354,6 +391,7 @@ class Signals:
     hits: list[tuple[str, str, Hit | None, str | None]] = field(default_factory=list)  # (signal, context,
     # hit, coding evidence)
     group_count_ok: bool = False
+    readings: tuple[Reading, ...] = ()  # tolerant-reading changes in the note text (fuzzy.TolerantReader)
 
     def add(self, sig: str, ctx: str, hit: Hit | None = None, coding: str | None = None) -> None:
         self.mask |= self.bits.of(sig, ctx)
@@ -368,6 +406,7 @@ class Signals:
             if not sig.startswith(families):
                 s.add(sig, ctx, hit, coding)
         s.group_count_ok = self.group_count_ok
+        s.readings = self.readings
         return s
 
 
@@ -386,6 +425,12 @@ _NEG_MARKERS = {
     "marker.negation_either": _NEG_EITHER,
     "marker.negation_adjacent": _NEG_ADJACENT,  # "NMES-free": only the hit right before it
 }
+_REPORT_MARKER = "marker.report"  # "pt reports doing", "per pt": activity the patient reports, not furnished
+_SESSION_MARKER = "marker.session"  # "today", "in clinic": ends a report
+_REPORT = "report"
+# instruction, cues or one-on-one contact document the session too (an assist level may be part of a report:
+# "walks at home with husband's hand-held assist")
+_SESSION_SIGNALS = frozenset({"contact.cues", "contact.one_on_one", "marker.cue"})
 _REASON = "marker.reason"  # "d/t effusion": a short noun phrase giving a cause, not an intervention
 _REASON_SPAN = 3
 # signals that say nothing about what was done: they neither make a clause "content" for a backward
@@ -398,33 +443,62 @@ def _is_content(sig: str) -> bool:
 
 
 def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple[str, str, Hit]]]:
-    """Tokens and (signal, context, hit) triples for one piece of text; negated hits are dropped.
+    """Tokens and (signal, context, hit) triples for one piece of text (see read_signals)."""
+    toks, out, _readings = read_signals(comp, text)
+    return toks, out
+
+
+def read_signals(
+    comp: Compiled, text: str
+) -> tuple[tuple[str, ...], list[tuple[str, str, Hit]], tuple[Reading, ...]]:
+    """Tokens, (signal, context, hit) triples and tolerant-reading changes for one piece of text; negated
+    hits are dropped.
 
     Context resets at every clause break. A forward negation ("no", "without") drops the hits in the next
     few tokens; a deferral ("held", "deferred", "declined", "d/c'd", "not performed") drops what follows it
     when an intervention follows within that span, otherwise the interventions before it in its clause
     ("gait training held d/t effusion"); "-free" drops the hit right before it. A reason ("d/t dizziness")
     puts the next few tokens in the "reason" context, which no rule counts by default.
+
+    A patient's report of activity ("pt reports doing HEP", "per pt: walks daily") puts what follows in the
+    "report" context (not counted by default: nothing was furnished), over commas and dashes, until the end of
+    its sentence or a clause that documents the session ("today", "in clinic", instruction, cues, assist).
     """
-    toks = comp.normalizer.tokens(text)
+    toks, readings = comp.reader.read(comp.normalizer.tokens(text))
     hits = comp.matcher.scan(toks)
     out: list[tuple[str, str, Hit]] = []
     ctx = "main"
+    report_on = False
+    session_clauses: set[int] | None = None
     neg_until = -1
     neg_modifier = False
     reason_until = -1
     clause = 0
     clause_start = 0  # index in `out` where the current clause starts
     prev: Hit | None = None
+    prev_end = 0
     for i, h in enumerate(hits):
         if h.clause != clause:
+            if report_on:
+                if session_clauses is None:
+                    session_clauses = _session_clauses(hits)
+                if h.clause in session_clauses or _sentence_between(toks, prev_end, h.start):
+                    report_on = False
             clause = h.clause
-            ctx = "main"
+            ctx = _REPORT if report_on else "main"
             neg_until = reason_until = -1
             clause_start = len(out)
             prev = None
         sigs = h.phrase.signals
         lead = sigs[0]
+        prev_end = h.end
+        if lead == _REPORT_MARKER:
+            report_on, ctx = True, _REPORT
+            continue
+        if report_on and (lead == _SESSION_MARKER or lead in _SESSION_SIGNALS):
+            report_on, ctx = False, "main"
+            if lead == _SESSION_MARKER:
+                continue
         last, prev = prev, h
         if lead == _REASON:  # a cause ends a negation: "no balance work d/t dizziness"
             neg_until = -1
@@ -459,6 +533,8 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
             continue
         c = "reason" if h.start < reason_until else ctx
         if lead in _SPAN_MARKERS:
+            if c == _REPORT:
+                continue
             if c != "main" and c != "intent" and c != "cue":
                 out.append((lead, c, h))
                 continue
@@ -467,7 +543,25 @@ def text_signals(comp: Compiled, text: str) -> tuple[tuple[str, ...], list[tuple
             continue
         for s in sigs:
             out.append((s, c, h))
-    return toks, out
+    return toks, out, readings
+
+
+def _session_clauses(hits: list[Hit]) -> set[int]:
+    """Clauses that document the session itself (they end a patient's report)."""
+    out: set[int] = set()
+    for h in hits:
+        lead = h.phrase.signals[0]
+        if lead == _SESSION_MARKER or lead in _SESSION_SIGNALS:
+            out.add(h.clause)
+    return out
+
+
+def _sentence_between(toks: tuple[str, ...], start: int, end: int) -> bool:
+    """Whether a sentence break (two clause breaks in a row) lies in toks[start:end]."""
+    for j in range(max(start, 0), end - 1):
+        if toks[j] == BREAK and toks[j + 1] == BREAK:
+            return True
+    return False
 
 
 def _reason_end(toks: tuple[str, ...], start: int) -> int:
@@ -518,7 +612,7 @@ def collect(comp: Compiled, itv: Intervention) -> tuple[Signals, tuple[str, ...]
         if row is not None:
             for s in row.signals:
                 sig.add(s, "main", None, f"{system}|{code}")
-    toks, triples = text_signals(comp, note_text(itv))
+    toks, triples, sig.readings = read_signals(comp, note_text(itv))
     bits_of, mask, append = comp.bits.of, sig.mask, sig.hits.append
     for s, ctx, h in triples:  # Signals.add, inlined
         if s == "group.count":
@@ -538,9 +632,18 @@ def _is_hcpcs(system: str) -> bool:
     return system in HCPCS_SYSTEMS or system.startswith("https://www.cms.gov/Medicare/Coding/HCPCS")
 
 
+MAX_TEXT = 20_000  # characters of one intervention's documentation that are read (a note is a few hundred)
+F_TEXT_TRUNCATED = "DOC-TEXT-TRUNCATED"
+R_TEXT_TRUNCATED = "R-TEXT-TRUNCATED"
+
+
 def note_text(itv: Intervention) -> str:
-    """The text classified: what was written, or (when blank) the displays of its non-CPT/HCPCS codings."""
+    """The text classified: what was written, or (when blank) the displays of its non-CPT/HCPCS codings; at
+    most MAX_TEXT characters of it (cut at a space where there is one): time per intervention is bounded."""
     text = itv.full_text()
+    if len(text) > MAX_TEXT:
+        cut = text.rfind(" ", MAX_TEXT - 200, MAX_TEXT)
+        return text[: cut if cut > 0 else MAX_TEXT]
     if text.strip():
         return text
     displays = [
@@ -624,7 +727,7 @@ def _uniq(items: Iterable[str]) -> list[str]:
     return list(seen)
 
 
-def _evidence(rule: CRule, sig: Signals) -> list[Evidence]:
+def _evidence(rule: CRule, sig: Signals, specific: frozenset[str] = frozenset()) -> list[Evidence]:
     """The rule, then the matched phrases / codings behind its `all` and `any` expressions that hold (a
     signal counts for an expression in one of its contexts, by name or, for ``name.*``, by prefix); at most
     6 entries."""
@@ -643,11 +746,30 @@ def _evidence(rule: CRule, sig: Signals) -> list[Evidence]:
             if p is None or p in seen:
                 continue
             seen.add(p)
+            if hit is not None and sig.readings:
+                p = _as_read(p, hit, sig.readings)
             ev.append(Evidence("coding" if "|" in p else "phrase", p, rid))
             if len(ev) >= 6:
                 return ev
+    if len(ev) == 1 and specific:
+        # a rule decided by derived signals (the exercise-vs-task form): show the phrases behind the form
+        for s, ctx, hit, _ in hits:
+            if hit is None or ctx != "main" or s not in specific or hit.text in seen:
+                continue
+            seen.add(hit.text)
+            ev.append(Evidence("phrase", _as_read(hit.text, hit, sig.readings), rid))
+            if len(ev) >= 6:
+                break
     return ev
-    return ev
+
+
+def _as_read(text: str, hit: Hit, readings: tuple[Reading, ...]) -> str:
+    """A matched phrase with what the note actually says where tolerant reading changed a token:
+    ``doorway stretch (read from 'dorway strech')``."""
+    written = [r for r in readings if r.start < hit.end and r.end > hit.start]
+    if not written:
+        return text
+    return f"{text} (read from '{' '.join(r.written for r in written)}')"
 
 
 def _doc_findings(comp: Compiled, concept: str, sig: Signals, itv: Intervention, code: str) -> list[Finding]:
@@ -678,7 +800,7 @@ def classify_with(comp: Compiled, itv: Intervention) -> Classification:
     code = rule.code
     alts = _alternatives(comp, rule, sig, code)
     confidence = rule.confidence
-    evidence = _evidence(rule, sig)
+    evidence = _evidence(rule, sig, comp.specific_signals)
     rule_ids = [rule.id]
     findings: list[Finding] = []
     if rule.finding is not None:
@@ -775,10 +897,45 @@ def classify_with(comp: Compiled, itv: Intervention) -> Classification:
                 )
             )
             confidence = min(confidence, 0.75)
+            # the code the clinician chose still needs what it requires ("Ther act" over a plain drill)
+            coded_concept = _concept_of(comp, coded_code)
+            if coded_concept is not None and rule.kind == "decide":
+                findings.extend(
+                    f
+                    for f in _doc_findings(comp, coded_concept, sig, itv, coded_code)
+                    if f.rule_id in CODED_DOC_CHECKS
+                )
 
     concept = _concept_of(comp, code)
     if code != UNSUPPORTED and concept is not None:
         findings.extend(_doc_findings(comp, concept, sig, itv, code))
+    if len(itv.full_text()) > MAX_TEXT:
+        findings.append(
+            Finding(
+                F_TEXT_TRUNCATED,
+                "moderate",
+                f"The documentation is longer than {MAX_TEXT:,} characters; only its beginning was read. "
+                "Record each intervention as its own procedure with its own note.",
+                R_TEXT_TRUNCATED,
+                "ptbill: bad input gets a clear finding (issue 8, bad input)",
+                (itv.id,),
+                code,
+            )
+        )
+    if rule.kind == "abstain-none" and code == UNSUPPORTED and not unreadable_ok(note_text(itv)):
+        findings.append(
+            Finding(
+                F_TEXT_UNREADABLE,
+                "high",
+                "The documentation could not be read as text (mostly symbols, control characters, another "
+                "script, or one unbroken run of characters); nothing was classified. Check the note's "
+                "encoding or re-enter it.",
+                R_TEXT_UNREADABLE,
+                "ptbill: bad input gets a clear finding (issue 8, bad input)",
+                (itv.id,),
+                code,
+            )
+        )
     return Classification(
         code=code,
         alternatives=tuple(alts),
@@ -822,9 +979,9 @@ def relevance_with(comp: Compiled, itv: Intervention) -> str | None:
     for t in texts:
         if not t:
             continue
-        _toks, triples = text_signals(comp, t)
+        _toks, triples = text_signals(comp, t[:MAX_TEXT])
         for s, ctx, _h in triples:
-            if ctx == "goal" or ctx == "reason":
+            if ctx == "goal" or ctx == "reason" or ctx == _REPORT:
                 continue
             if s == "none.nontherapy":
                 nontherapy = True

@@ -13,12 +13,55 @@ token wins and consumes its tokens (so "rolling walker" is a device, not bed-mob
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 BREAK = "|"
+# Templates (LABELING.md §8.1: only checked boxes and filled fields document anything). An unchecked box and
+# its label up to the next box or separator, a blank field (``___``) and a placeholder all become the token
+# BLANK_FIELD (the lexicons map it to a signal; a template with nothing else specific abstains); a checked
+# box is only a separator.
+BLANK_FIELD = "blankfield"
+_UNCHECKED_RX = re.compile(
+    # the box, then its label: up to the next box, a separator, " -" or a double space
+    r"(?:\[\s{0,2}\]|\(\s{0,2}\)|[\u2610\u25a1\u25a2\u274f])"
+    r"(?:(?!\s[-\u2013\u2014]|\s\s)[^\[\]\u2610-\u2612\u25a0-\u25a3|;,\n.:()]){0,40}"
+)
+_CHECKED_RX = re.compile(r"\[\s?[xX\u2713\u2714*+]\s?\]|\([xX]\)|[\u2611\u2612\u25a0\u25a3]")
+_BLANK_RX = re.compile(
+    r"_{2,}|\*{3,}|\?{3,}|<(?:insert|enter|type|describe|specify|add|list|fill)[a-z ]{0,30}>"
+    r"|\[(?:insert|enter|type|describe|specify|add|list|fill)[a-z ]{0,30}\]|\{\{[^{}\n]{0,40}\}\}"
+    r"|(?<![a-z])n/a(?![a-z])",
+    re.IGNORECASE,
+)
+
+
+def fill_template(raw: str) -> str:
+    """The text with template boxes, blanks and placeholders replaced (see BLANK_FIELD)."""
+    s = raw
+    ascii_text = s.isascii()
+    if "[" in s or "()" in s or "( )" in s or "(x)" in s or "(X)" in s or not ascii_text:
+        s = _UNCHECKED_RX.sub(f" | {BLANK_FIELD} | ", _CHECKED_RX.sub(" , ", s))
+    if "__" in s or "**" in s or "??" in s or "<" in s or "{{" in s or "[" in s or "/a" in s or "/A" in s:
+        s = _BLANK_RX.sub(f" {BLANK_FIELD} ", s)
+    return s
+
+
+def fold(raw: str) -> str:
+    """Accents and compatibility forms to ASCII (``mobilización`` -> ``mobilizacion``, full-width letters);
+    characters with no ASCII form are dropped. Cheap for ASCII text (returned as it is)."""
+    if raw.isascii():
+        return raw
+    return unicodedata.normalize("NFKD", raw).encode("ascii", "ignore").decode("ascii")
+
+
 _GAP_MAX = 3
-_CLAUSE_RX = re.compile("[" + re.escape(";,()[]{}!?\n\r\t") + "]")  # each becomes a " | " clause break
+# each of ",()[]{}" and tab becomes a " | " clause break; a sentence break is two clause breaks in a row
+# (" | | "): some spans (a patient's report) reach over commas and dashes but end with the sentence
+_CLAUSE_RX = re.compile("[" + re.escape(",()[]{}\t") + "]")
+_SENTENCE_RX = re.compile("[" + re.escape(";!?\n\r") + "]")
+SENTENCE = (BREAK, BREAK)
 _PERIOD = re.compile(r"\.(?!\d)")
 _DASH = re.compile(r"(?:^|\s)-+(?:\s|$)")
 _CHUNK = re.compile(r"[a-z0-9]+(?:[/:\-][a-z0-9]+)*/?|<->|<>|->|=>|[>&#+|]")
@@ -72,12 +115,16 @@ class Normalizer:
         return self._cs[m.group(0)]
 
     def tokens(self, raw: str) -> tuple[str, ...]:
-        s = raw
+        s = fill_template(raw)
+        if not s.isascii():
+            s = fold(s)
         if self._cs_rx is not None and self._cs_pre is not None and self._cs_pre.search(s) is not None:
             s = self._cs_rx.sub(self._sub_cs, s)
         s = _CLAUSE_RX.sub(" | ", s.lower())
+        if ";" in s or "\n" in s or "!" in s or "?" in s or "\r" in s:
+            s = _SENTENCE_RX.sub(" | | ", s)
         if "." in s:
-            s = _PERIOD.sub(" | ", s)
+            s = _PERIOD.sub(" | | ", s)
         if "-" in s:
             s = _DASH.sub(" | ", s)
         # no token spans whitespace (_CHUNK has no space in it), so a note's tokens are its words' tokens
@@ -256,6 +303,7 @@ class PhraseMatcher:
         self._by_first = {k: sorted(v, key=lambda p: p.rank) for k, v in by_first.items()}
         self._stems = stems
         self._min_stem = min((len(s) for s in stems), default=3)
+        self._max_stem = max((len(s) for s in stems), default=0)
         # token -> {second token: candidates in rank order; None: candidates that do not need a fixed second}
         self._cand_cache: dict[str, dict[str | None, _Cands]] = {}
 
@@ -270,7 +318,7 @@ class PhraseMatcher:
         keys: list[str] = [tok]
         if tok.isdigit():
             keys.append("#")
-        for n in range(self._min_stem, len(tok) + 1):
+        for n in range(self._min_stem, min(len(tok), self._max_stem) + 1):  # bounded: long tokens stay linear
             if tok[:n] in self._stems:
                 keys.append(tok[:n] + "*")
         found: list[Phrase] = []

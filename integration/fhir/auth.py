@@ -25,13 +25,15 @@ from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
+import certifi
 import jwt
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from integration.errors import ConfigError, FhirAuthError, FhirTemporaryError
+from integration.errors import ConfigError, FhirAuthError, FhirTemporaryError, JsonRefused
+from integration.jsonio import loads as json_loads
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +112,67 @@ class ResponseTooLarge(Exception):
     """Internal: a response body exceeded its byte limit."""
 
 
-def read_limited(resp: requests.Response, limit: int) -> bytes:
+class ResponseDeadline(Exception):
+    """Internal: a response body was still arriving at the request's deadline."""
+
+
+def tls_verify(verify: bool | str) -> bool | str:
+    """What to pass as ``verify=`` on every request so that it means what the settings say.
+
+    requests replaces ``verify=True`` (and a Session's ``verify``) by ``REQUESTS_CA_BUNDLE`` or
+    ``CURL_CA_BUNDLE`` from the environment, and lets a request-level value win over the Session's
+    ``False``: ``PTBILL_TLS_VERIFY=false`` was ignored when ``REQUESTS_CA_BUNDLE`` was set. An explicit
+    path (``PTBILL_CA_BUNDLE``, else certifi's bundle) or ``False`` is left alone by requests.
+    """
+    if verify is True:
+        return str(certifi.where())
+    return verify
+
+
+def read_limited(resp: requests.Response, limit: int, deadline: float | None = None) -> bytes:
     """Read a streamed response body, refusing (ResponseTooLarge) once it grows past ``limit`` bytes.
 
-    The limit applies to the decoded body, so a compressed bomb is stopped too. Transport failures
-    while reading (truncation, reset, read timeout) propagate as ``requests`` exceptions.
+    The limit applies to the decoded body, so a compressed bomb is stopped too. ``deadline`` (a
+    ``time.monotonic()`` instant) bounds the whole read (ResponseDeadline): the socket's read timeout
+    only bounds each wait, so a server sending a byte a second would otherwise hold the request for as
+    long as it likes. At the deadline a timer shuts the connection down (urllib3's ``shutdown()``, made
+    to unblock a read from another thread). Transport failures while reading (truncation, reset, read
+    timeout) propagate as ``requests`` exceptions.
     """
     declared = resp.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > limit:
         raise ResponseTooLarge(int(declared))
+    fired = threading.Event()
+    timer: threading.Timer | None = None
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        shutdown = getattr(resp.raw, "shutdown", None)
+        if left <= 0:
+            raise ResponseDeadline(0)
+        if callable(shutdown):
+
+            def cut() -> None:
+                fired.set()
+                shutdown()
+
+            timer = threading.Timer(left, cut)
+            timer.daemon = True
+            timer.start()
     buf = bytearray()
-    for chunk in resp.iter_content(chunk_size=64 * 1024):
-        buf += chunk
-        if len(buf) > limit:
-            raise ResponseTooLarge(len(buf))
+    try:
+        for chunk in resp.iter_content(chunk_size=64 * 1024):
+            buf += chunk
+            if len(buf) > limit:
+                raise ResponseTooLarge(len(buf))
+    except (requests.RequestException, OSError, ValueError, AttributeError):
+        if fired.is_set():
+            raise ResponseDeadline(len(buf)) from None
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if fired.is_set():  # the read may also have ended quietly when the connection was cut
+        raise ResponseDeadline(len(buf))
     return bytes(buf)
 
 
@@ -403,8 +452,8 @@ class SmartBackendAuth:
         except ResponseTooLarge as e:
             raise FhirAuthError("SMART discovery answer too large", method="GET", url=strip_query(url)) from e
         try:
-            doc = json.loads(body) if body else None
-        except ValueError:
+            doc = json_loads(body) if body else None
+        except JsonRefused:
             doc = None
         return resp.status_code, doc if isinstance(doc, dict) else None
 
@@ -464,8 +513,8 @@ class SmartBackendAuth:
         except ResponseTooLarge as e:
             raise FhirAuthError("SMART token answer too large", method="POST", url=safe_url) from e
         try:
-            doc = json.loads(body) if body else {}
-        except ValueError:
+            doc = json_loads(body) if body else {}
+        except JsonRefused:
             doc = {}
         if not isinstance(doc, dict):
             doc = {}
@@ -496,7 +545,7 @@ class SmartBackendAuth:
         self.__token = token
         self._token_valid_until = self._clock() + lifetime - margin
         self.granted_scope = doc.get("scope") if isinstance(doc.get("scope"), str) else None
-        log.info("SMART token obtained for client %s (expires in %.0f s)", self.client_id, lifetime)
+        log.info("SMART token obtained", extra={"url": safe_url, "expires_in": int(lifetime)})
         return token
 
 

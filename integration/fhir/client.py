@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -46,8 +47,18 @@ from integration.errors import (
     FhirNotFound,
     FhirTemporaryError,
     InputError,
+    JsonRefused,
 )
-from integration.fhir.auth import Auth, AuthTransport, ResponseTooLarge, read_limited, strip_query
+from integration.fhir.auth import (
+    Auth,
+    AuthTransport,
+    ResponseDeadline,
+    ResponseTooLarge,
+    read_limited,
+    strip_query,
+    tls_verify,
+)
+from integration.jsonio import loads as json_loads
 
 log = logging.getLogger(__name__)
 
@@ -301,8 +312,9 @@ class FhirClient:
             )
         self.base_url = base_url.rstrip("/")
         self.auth = auth
-        self.timeout = float(timeout)
+        self.timeout = float(timeout)  # the whole request: connect, answer and body (see _attempt)
         self.verify = verify
+        self._verify = tls_verify(verify)  # passed on every request: the environment cannot override it
         self.page_size = page_size
         self.max_response_bytes = max_response_bytes
         self.retries = retries
@@ -313,12 +325,14 @@ class FhirClient:
         self._closed = False
         self._origin = _origin(self.base_url)
         self.stats = ClientStats()
+        self._clock_lock = threading.Lock()
+        self._server_date: tuple[datetime, float] | None = None  # (HTTP Date, monotonic when received)
 
         self._session = requests.Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._session.verify = verify
+        self._session.verify = self._verify
         self._session.headers.update({"User-Agent": user_agent, "Accept": FHIR_JSON})
         if verify is False:
             with _insecure_lock:
@@ -326,8 +340,8 @@ class FhirClient:
                 _insecure_warned.add(self.base_url)
             if first:
                 log.warning(
-                    "TLS certificate verification is OFF for %s (explicit verify=False)",
-                    strip_query(self.base_url),
+                    "TLS certificate verification is OFF (explicit verify=False)",
+                    extra={"url": strip_query(self.base_url)},
                 )
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
@@ -335,7 +349,11 @@ class FhirClient:
         if callable(bind):
             bind(
                 AuthTransport(
-                    self._session, self.base_url, timeout=self.timeout, verify=verify, user_agent=user_agent
+                    self._session,
+                    self.base_url,
+                    timeout=self.timeout,
+                    verify=self._verify,
+                    user_agent=user_agent,
                 )
             )
 
@@ -443,6 +461,29 @@ class FhirClient:
             raise FhirFatalError("batch answer is not a Bundle", method="POST", url=self.base_url)
         return answer
 
+    def server_clock(self) -> datetime | None:
+        """The server's clock from the HTTP ``Date`` header of its latest answer (any answer, errors too)
+        plus the time since it came; None before any answer with a readable Date. Second precision: the
+        header is truncated, so this never runs ahead of the server."""
+        with self._clock_lock:
+            seen = self._server_date
+        if seen is None:
+            return None
+        date, at = seen
+        return date + timedelta(seconds=max(0.0, time.monotonic() - at))
+
+    def _note_date(self, value: str | None) -> None:
+        if not value:
+            return
+        try:
+            date = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return
+        if date.tzinfo is None:
+            return
+        with self._clock_lock:
+            self._server_date = (date.astimezone(UTC), time.monotonic())
+
     # -- internals: validation ------------------------------------------------------------------
 
     def _check_open(self) -> None:
@@ -538,7 +579,9 @@ class FhirClient:
                     reauthed = True
                     self.auth.invalidate()
                     self.stats._bump("auth_refreshes")
-                    log.info("%s %s: 401, re-authenticating once", method, safe_url)
+                    log.info(
+                        "HTTP 401: re-authenticating once", extra={"method": method, "url": safe_url}
+                    )
                     continue
                 self.stats._error(exc)
                 raise
@@ -550,14 +593,17 @@ class FhirClient:
                 attempt += 1
                 self.stats._bump("retries")
                 log.warning(
-                    "%s %s: %s (HTTP %s), retry %d/%d in %.2f s",
-                    method,
-                    safe_url,
-                    type(exc).__name__,
-                    exc.status,
-                    attempt,
-                    self.retries,
-                    wait,
+                    "FHIR request failed; retrying",
+                    extra={
+                        "method": method,
+                        "url": safe_url,
+                        "error": type(exc).__name__,
+                        "kind": exc.kind,
+                        "http_status": exc.status,
+                        "attempt": attempt,
+                        "max_attempts": self.retries,
+                        "retry_in": round(wait, 2),
+                    },
                 )
                 self._sleep(wait)
             except FhirError as exc:
@@ -607,21 +653,27 @@ class FhirClient:
                 data=data,
                 headers=headers,
                 timeout=self.timeout,
+                verify=self._verify,
                 stream=True,
                 allow_redirects=False,  # a redirect is reported, not followed (see below)
             )
         except requests.RequestException as e:
             self.stats._record(method, "transport", 0, sent)
             err = FhirTemporaryError(
-                f"{method} {safe_url}: {_transport_reason(e)}", method=method, url=safe_url
+                f"{method} {safe_url}: {_transport_reason(e)}",
+                method=method,
+                url=safe_url,
+                kind=_transport_kind(e),
             )
             err._not_sent = not _maybe_sent(e)  # type: ignore[attr-defined]
             raise err from e
         status = resp.status_code
+        self._note_date(resp.headers.get("Date"))
         status_class = f"{status // 100}xx"
         try:
             with resp:
-                raw = read_limited(resp, self.max_response_bytes)
+                # a total deadline: a server trickling its body cannot hold the request past the timeout
+                raw = read_limited(resp, self.max_response_bytes, deadline=started + self.timeout)
         except ResponseTooLarge as e:
             self.stats._record(method, status_class, self.max_response_bytes, sent)
             raise FhirFatalError(
@@ -629,6 +681,16 @@ class FhirClient:
                 status=status,
                 method=method,
                 url=safe_url,
+                kind="too-large",
+            ) from e
+        except ResponseDeadline as e:
+            self.stats._record(method, status_class, 0, sent)
+            raise FhirTemporaryError(
+                f"{method} {safe_url}: no complete answer within {self.timeout:g} s",
+                status=status if status in TEMPORARY_STATUSES else None,
+                method=method,
+                url=safe_url,
+                kind="deadline",
             ) from e
         except requests.RequestException as e:
             self.stats._record(method, status_class, 0, sent)
@@ -637,24 +699,35 @@ class FhirClient:
                 status=status if status in TEMPORARY_STATUSES else None,
                 method=method,
                 url=safe_url,
+                kind="truncated",
             ) from e
         self.stats._record(method, status_class, len(raw), sent)
         log.debug(
-            "%s %s -> %d (%d bytes, %.0f ms)",
-            method,
-            safe_url,
-            status,
-            len(raw),
-            (time.monotonic() - started) * 1000,
+            "FHIR request done",
+            extra={
+                "method": method,
+                "url": safe_url,
+                "http_status": status,
+                "bytes": len(raw),
+                "duration_ms": int((time.monotonic() - started) * 1000),
+            },
         )
 
         parsed: Any = None
         parse_ok = False
         if raw:
             try:
-                parsed = json.loads(raw)
+                parsed = json_loads(raw)
                 parse_ok = True
-            except (ValueError, UnicodeDecodeError):
+            except JsonRefused as e:
+                if e.kind == "too-deep" and 200 <= status < 300:  # no retry makes it shallower
+                    raise FhirFatalError(
+                        f"{method} {safe_url}: HTTP {status} but {e.reason}",
+                        status=status,
+                        method=method,
+                        url=safe_url,
+                        kind="too-deep",
+                    ) from None
                 parse_ok = False
 
         if 200 <= status < 300:
@@ -665,6 +738,7 @@ class FhirClient:
                     status=status,
                     method=method,
                     url=safe_url,
+                    kind="not-json",
                 )
             return parsed
 
@@ -686,6 +760,29 @@ class FhirClient:
             outcome=outcome,
             retry_after=retry_after if cls is FhirTemporaryError else None,
         )
+
+
+def _transport_kind(exc: requests.RequestException) -> str:
+    """ptbill's word for a transport failure (``integration.errors.KINDS``)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connect-timeout"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "read-timeout"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "tls"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
+        return "truncated"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = exc.args[0] if exc.args else None
+        inner = getattr(reason, "reason", reason)
+        if isinstance(inner, NewConnectionError):
+            text = str(inner).lower()
+            if "refused" in text:
+                return "connection-refused"
+            if "name or service" in text or "resolution" in text or "nodename" in text:
+                return "host-not-found"
+        return "connection-reset"
+    return "connection-reset"
 
 
 def _transport_reason(exc: requests.RequestException) -> str:

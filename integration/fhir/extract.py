@@ -51,7 +51,7 @@ timezone-aware and naive times, or the end is before the start.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
@@ -92,6 +92,7 @@ __all__ = [
     "extract_encounter",
     "extract_intervention",
     "group_bundle",
+    "iter_groups",
     "reference_key",
 ]
 
@@ -870,9 +871,28 @@ def group_bundle(
     A resource without ``id`` under a ``urn:uuid:`` fullUrl gets the uuid as id (a shallow copy;
     the input is never modified). Raises InputError only when ``bundle`` is not a Bundle.
     """
+    problems: list[str] = []
+    return list(iter_groups(bundle, problems)), problems
+
+
+def iter_groups(
+    bundle: dict[str, Any], problems: list[str]
+) -> Iterator[tuple[dict[str, Any], dict[str, dict[str, Any]]]]:
+    """:func:`group_bundle` one encounter at a time (``problems`` is complete once it is exhausted).
+
+    Each ``related`` holds every shared resource of the bundle (patients, staff...), so keeping all of
+    them costs encounters x shared resources: a consumer that uses each group and lets it go (``ptbill
+    process --bundle``) stays linear in the bundle's size. Raises InputError at once when ``bundle`` is
+    not a Bundle.
+    """
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise InputError("not a Bundle", resource_type="Bundle")
-    problems: list[str] = []
+    return _iter_groups(bundle, problems)
+
+
+def _iter_groups(
+    bundle: dict[str, Any], problems: list[str]
+) -> Iterator[tuple[dict[str, Any], dict[str, dict[str, Any]]]]:
     entries = bundle.get("entry")
     if entries is None:
         entries = []
@@ -961,7 +981,6 @@ def group_bundle(
         if ek not in enc_keys:
             note("Procedure whose Encounter is not in the bundle")
 
-    groups: list[tuple[dict[str, Any], dict[str, dict[str, Any]]]] = []
     for key, enc, full_url in encounters:
         related = dict(shared)
         related[key] = enc
@@ -972,7 +991,6 @@ def group_bundle(
             related[k] = res
             if fu and fu != k:
                 related[fu] = res
-        groups.append((enc, related))
+        yield enc, related
 
     problems.extend(f"{reason}: {n}" for reason, n in counts.items())
-    return groups, problems

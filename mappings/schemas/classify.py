@@ -21,9 +21,9 @@ from pydantic import field_validator, model_validator
 from mappings.tables import RowBase, Schema, Tables
 
 SystemGroup = Literal["cpt", "hcpcs", "snomed", "local"]
-Context = Literal["main", "intent", "goal", "cue", "reason"]
-CONTEXTS = ("main", "intent", "goal", "cue", "reason", "any")
-_SIG_RX = re.compile(r"^(?:(main|intent|goal|cue|reason|any):)?([a-z0-9_]+(?:\.[a-z0-9_]+)*)(\.\*)?$")
+Context = Literal["main", "intent", "goal", "cue", "reason", "report"]
+CONTEXTS = ("main", "intent", "goal", "cue", "reason", "report", "any")
+_SIG_RX = re.compile(r"^(?:(main|intent|goal|cue|reason|report|any):)?([a-z0-9_]+(?:\.[a-z0-9_]+)*)(\.\*)?$")
 
 
 class ConceptRow(RowBase):
@@ -36,6 +36,10 @@ class ConceptRow(RowBase):
 class SignalRow(RowBase):
     signal: str
     family: str
+    # what the signal says the item targets (the concept model: body function -> 97110/97112, activity ->
+    # 97530/97535/97116) and its WHO ICF category (b: body functions, d: activities and participation)
+    target: Literal["body_function", "activity", "none"] = "none"
+    icf: str | None = None
     therapy: bool = False  # a hit identifies a rehab-therapy procedure (therapy_relevance)
     specific: bool = False  # names a concrete intervention (defeats vagueness abstention)
     derived: bool = False  # computed by the engine, not matched from text
@@ -108,7 +112,10 @@ class RuleRow(RowBase):
     finding_code: str | None = None
     finding_severity: Literal["high", "moderate", "low"] = "moderate"
     finding_message: str | None = None
-    kind: Literal["decide", "abstain-vague", "abstain-unskilled", "abstain-none"] = "decide"
+    # abstain-guardrail: no skilled service furnished (blank template, delegated delivery, patient report)
+    kind: Literal["decide", "abstain-vague", "abstain-unskilled", "abstain-none", "abstain-guardrail"] = (
+        "decide"
+    )
 
     @field_validator("confidence")
     @classmethod

@@ -63,9 +63,12 @@ def _code_links(tables: Tables) -> Iterable[tuple[str, str]]:
         if r.additional_units_code is not None:
             add_on = by_code.get(r.additional_units_code)
             if not add_on or any(a.add_on_to != r.code for a in add_on):
-                yield label, (
-                    f"additional_units_code {r.additional_units_code!r} must be a billable add-on code "
-                    f"whose add_on_to is {r.code!r}"
+                yield (
+                    label,
+                    (
+                        f"additional_units_code {r.additional_units_code!r} must be a billable add-on code "
+                        f"whose add_on_to is {r.code!r}"
+                    ),
                 )
 
 

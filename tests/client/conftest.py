@@ -37,7 +37,7 @@ class Recorded:
 
 @dataclass(frozen=True)
 class Reply:
-    kind: str = "respond"  # respond | close | reset | truncate | nolength | slow
+    kind: str = "respond"  # respond | close | reset | truncate | nolength | slow | trickle
     status: int = 200
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
@@ -130,6 +130,11 @@ class ScriptedServer:
         return Reply(kind="slow", delay=seconds, then=then)
 
     @staticmethod
+    def trickle(status: int, body: bytes, every: float) -> Reply:
+        """Headers at once, then the body one byte every ``every`` seconds (until released)."""
+        return Reply(kind="trickle", status=status, body=body, delay=every)
+
+    @staticmethod
     def bundle(entries: list[dict[str, Any]], next_url: str | None = None) -> Reply:
         links = [{"relation": "self", "url": "x"}]
         if next_url is not None:
@@ -202,6 +207,17 @@ def _make_handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_header("Content-Length", str(len(reply.body)))
             self.end_headers()
+            if reply.kind == "trickle":
+                for i in range(len(reply.body)):
+                    if server.release.wait(reply.delay):
+                        return
+                    try:
+                        self.wfile.write(reply.body[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        self.close_connection = True
+                        return
+                return
             self.wfile.write(reply.body)
             self.wfile.flush()
 

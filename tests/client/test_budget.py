@@ -5,7 +5,6 @@ The limiter's clock and sleep are injected, so each test decides the waits witho
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
@@ -15,8 +14,7 @@ from integration.budget import RequestBudget, budget_key, install
 from integration.fhir.client import FhirClient
 from integration.runner import make_client
 from integration.settings import Settings
-
-REDIS_URL = os.environ.get("PTBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from tests.redis_db import TEST_REDIS_URL as REDIS_URL
 
 
 @pytest.fixture

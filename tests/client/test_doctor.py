@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 
 import pytest
 
@@ -13,13 +12,10 @@ from integration.errors import FhirAuthError, FhirNotFound, FhirTemporaryError
 from tasks.doctor import main as doctor_main
 from tasks.doctor import run_checks
 from tasks.explain import explain
+from tests.capability_statements import complete
+from tests.redis_db import TEST_REDIS_URL as REDIS_URL
 
-REDIS_URL = os.environ.get("PTBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-CAPABILITY = {
-    "resourceType": "CapabilityStatement",
-    "fhirVersion": "4.0.1",
-    "software": {"name": "scripted", "version": "1"},
-}
+CAPABILITY = complete(software={"name": "scripted", "version": "1"})  # all ptbill needs
 
 
 def env(fhir, **extra: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 
 import pytest
 
@@ -15,9 +14,10 @@ from integration.settings import Settings
 from integration.state import StateStore
 from tasks.doctor import main as doctor_main
 from tasks.doctor import run_checks
+from tests.capability_statements import complete
+from tests.redis_db import TEST_REDIS_URL as REDIS_URL
 
-REDIS_URL = os.environ.get("PTBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-CAPABILITY = {"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"}
+CAPABILITY = complete()  # a server declaring all ptbill needs
 SID = "procedure-0a1b2c3d"
 
 

@@ -2,12 +2,13 @@
 
 Redis: ``PTBILL_TEST_REDIS_URL`` (set by scripts/test.sh, which starts a redis-server when none
 answers); default ``redis://127.0.0.1:6379/15``. The test database is flushed at session start, so
-point it at a database nothing else uses.
+point it at a database nothing else uses. Under pytest-xdist (scripts/test.sh runs the suite with
+``-n``), each xdist worker takes its own database counted down from that one (15, 14, 13, ...): the
+Celery queues and ptbill's keys of two tests running at once never meet.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,7 @@ from celery import Celery
 from ptbill_demo.embedded import SekmetServer, WorkerProcess
 from tests.integration.medplum_fixtures import medplum_server  # noqa: F401  (the Medplum test server)
 from tests.integration.support import wait_for
-
-REDIS_URL = os.environ.get("PTBILL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+from tests.redis_db import TEST_REDIS_URL as REDIS_URL
 
 
 @pytest.fixture(scope="session")

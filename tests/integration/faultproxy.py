@@ -53,6 +53,7 @@ __all__ = [
     "is_get",
     "is_transaction",
     "transaction_for",
+    "transaction_for_encounter",
 ]
 
 HOP_BY_HOP = frozenset(
@@ -120,6 +121,27 @@ def is_transaction(req: ProxyRequest) -> bool:
 
 def is_batch(req: ProxyRequest) -> bool:
     return req.bundle_type() == "batch"
+
+
+def transaction_for_encounter(
+    encounter_id: str, tag_system: str = "https://ptbill.dev/fhir/CodeSystem/encounter"
+) -> Matcher:
+    """Matches a transaction Bundle holding a Provenance tagged with this encounter (its write-back)."""
+
+    def match(req: ProxyRequest) -> bool:
+        if not is_transaction(req):
+            return False
+        return any(
+            isinstance(e, dict)
+            and (e.get("resource") or {}).get("resourceType") == "Provenance"
+            and any(
+                isinstance(t, dict) and t.get("system") == tag_system and t.get("code") == encounter_id
+                for t in ((e.get("resource") or {}).get("meta") or {}).get("tag") or []
+            )
+            for e in req.json().get("entry") or []
+        )
+
+    return match
 
 
 def transaction_for(provenance_id: str) -> Matcher:
@@ -310,6 +332,10 @@ class FaultProxy:
     def release(self) -> None:
         """Let held requests go on (and any later ``hold`` fault pass straight through)."""
         self._release.set()
+
+    def rearm(self) -> None:
+        """After :meth:`release`: ``hold`` faults hold again."""
+        self._release.clear()
 
     def count(self, method: str | None = None, status: int | str | None = None) -> int:
         with self._lock:

@@ -27,8 +27,8 @@ def env_for(server_url: str, redis_url: str, **extra: str) -> dict[str, str]:
             "PTBILL_REDIS_URL": redis_url,
             "PTBILL_CLOCK_LAG_SECONDS": "0",
             "PTBILL_LOG_FORMAT": "json",
-            "PTBILL_RATE_LIMIT": "1000/s",
             "PTBILL_LOG_LEVEL": "INFO",
+            "PTBILL_METRICS_PORT": "0",  # test workers serve no metrics unless a test asks (free port)
         }
     )
     env.update(extra)
@@ -69,8 +69,8 @@ def send_sync(env: dict[str, str], run_id: str, **kwargs: Any) -> None:
 
 def wait_run(state: StateStore, run_id: str, timeout: float = 180) -> dict[str, str]:
     def finished() -> dict[str, str] | None:
-        if state.r.exists(f"{state.p}:run:{run_id}:final"):
-            return state.run(run_id)
+        if state.r.exists(f"{state.p}:run:{run_id}:final") and state.last().get("run_id") == run_id:
+            return state.run(run_id)  # closed, and its summary written
         last = state.last()
         if last.get("status") == "failed" and last.get("run_id") == run_id:
             raise AssertionError(f"sync run failed: {last.get('reason')}")

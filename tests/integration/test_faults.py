@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -40,7 +41,6 @@ from integration.fhir.writeback import (
     PTBILL_TAG,
     RETIRED_STATUS,
     build_outputs,
-    provenance_id,
 )
 from integration.runner import (
     Runtime,
@@ -65,7 +65,7 @@ from tests.integration.faultproxy import (
     is_batch,
     is_get,
     is_transaction,
-    transaction_for,
+    transaction_for_encounter,
 )
 from tests.integration.support import env_for, send_sync, state_for, wait_for, wait_run
 
@@ -288,9 +288,11 @@ def assert_invariants(
     retired = [r["id"] for r in snap.suggestions if r.get("status") == RETIRED_STATUS.get(r["resourceType"])]
     assert retired == []
     # one Provenance per encounter with output, and no orphan without it
-    prov_ids = Counter(p["id"] for p in snap.provenances)
-    assert max(prov_ids.values(), default=1) == 1
-    orphans = {e for e in snap.encounters_with_output() if provenance_id(e) not in prov_ids}
+    prov_encounters = Counter(
+        t["code"] for p in snap.provenances for t in p["meta"]["tag"] if t["system"] == ENCOUNTER_TAG
+    )
+    assert max(prov_encounters.values(), default=1) == 1
+    orphans = {e for e in snap.encounters_with_output() if e not in prov_encounters}
     assert orphans == set(), f"suggestions without their encounter's Provenance: {sorted(orphans)}"
     # nothing lost: each eligible encounter processed (ledger) or dead-lettered with a reason
     dead = state.dead_letters()
@@ -542,7 +544,7 @@ def test_dead_letter_then_retry_failed(
         [
             Rule(
                 Fault("status", 422, outcome=outcome),
-                match=transaction_for(provenance_id(target)),
+                match=transaction_for_encounter(target),
                 probability=1.0,
             )
         ]
@@ -559,22 +561,28 @@ def test_dead_letter_then_retry_failed(
         assert int(info["processed"]) == len(ELIGIBLE) - 1, info
         dead = state.dead_letters()
         assert set(dead) == {target}
-        assert "422" in dead[target]["reason"] and outcome in dead[target]["reason"]
+        # ids and a PHI-free reason only: the server's OperationOutcome text (it can name the patient) is
+        # neither stored nor shown; method, URL without query, status and kind say what failed
+        assert dead[target]["reason"] == f"FhirFatalError POST {proxy.url()} -> HTTP 422", dead[target]
+        assert outcome not in json.dumps(state.dead_letters())
+        assert dead[target]["expires"] > time.time() + 29 * 86400  # PTBILL_DEAD_LETTER_DAYS (30)
+        assert 0 < state.r.ttl(f"{state.p}:dead") <= 30 * 86400
         assert state.last()["status"] == "partial"
         snap = assert_invariants(srv.base_url, state, reference, final_run=info, dead_ok=True)
         assert target not in snap.encounters_with_output()
         assert snap.encounters_with_output() == reference.with_output - {target}
 
-        # ptbill status shows the partial run and the dead letter with the server's outcome text; it
-        # exits 1 because a dead letter needs a person's attention
+        # ptbill status shows the partial run and the dead letter with its PHI-free cause; it exits 1
+        # because a dead letter needs a person's attention
         status = ptbill_cli(env, "status", "--json")
         assert status.returncode == 1, status.stderr
         report = json.loads(status.stdout)
         assert report["last_run"]["status"] == "partial"
         assert [d["encounter"] for d in report["dead_letters"]] == [f"Encounter/{target}"]
-        assert outcome in report["dead_letters"][0]["reason"]
+        assert report["dead_letters"][0]["reason"] == dead[target]["reason"]
         human = ptbill_cli(env, "status")
-        assert f"Encounter/{target}" in human.stdout and outcome in human.stdout
+        assert f"Encounter/{target}" in human.stdout and dead[target]["reason"] in human.stdout
+        assert outcome not in status.stdout + human.stdout
 
         proxy.set_plan(None)  # the fault is fixed
         retried = ptbill_cli(env, "retry-failed", "--inline")

@@ -164,3 +164,78 @@ def test_sekmet_server_reports_a_failed_start(tmp_path, capsys):
         bad.start()
     assert bad.process is None
     assert "sekmet log tail" in capsys.readouterr().err
+
+
+class _Forward:
+    """A plain reverse proxy in front of sekmet on another port: the FHIR base ptbill is given is the
+    proxy's, so the discovery document sekmet serves names a token endpoint on another origin."""
+
+    def __init__(self, upstream: str):
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        up = urlsplit(upstream)
+        seen: list[str] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                return None
+
+            def _forward(self) -> None:
+                seen.append(self.path.split("?", 1)[0])
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_POST = do_PUT = _forward
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}{up.path}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_token_endpoint_on_another_origin_is_used_only_when_configured(
+    sekmet: SekmetServer, keys: dict[str, bytes]
+):
+    """Issue 12: the signed client assertion never travels to a host a discovery document merely names."""
+    proxy = _Forward(sekmet.base_url)
+    try:
+        auth = SmartBackendAuth("ptbill-writer", keys["writer"], scope=WRITER_SCOPE)
+        with FhirClient(proxy.base_url, auth=auth, retries=0) as c, pytest.raises(FhirAuthError) as info:
+            c.read("Encounter", "any")
+        assert "not on the FHIR server's origin" in str(info.value)
+        assert auth.token_requests == 0  # no assertion was signed for, nor sent to, the other origin
+        assert not any(p.endswith("/Encounter/any") for p in proxy.seen)  # nor was the FHIR request sent
+
+        # configured explicitly (PTBILL_SMART_TOKEN_URL), the other origin is trusted
+        with FhirClient(sekmet.base_url, retries=0) as plain:
+            doc = plain.get(".well-known/smart-configuration")
+        explicit = SmartBackendAuth(
+            "ptbill-writer", keys["writer"], scope=WRITER_SCOPE, token_url=doc["token_endpoint"]
+        )
+        with FhirClient(proxy.base_url, auth=explicit, retries=0) as c:
+            assert c.search("Encounter", {"_count": 1}).__next__()["resourceType"] == "Bundle"
+        assert explicit.token_requests == 1
+    finally:
+        proxy.stop()

@@ -23,7 +23,8 @@ import pytest
 import integration.billing.steps as steps_pkg
 from integration.fhir.extract import group_bundle
 from integration.fhir.writeback import EXT_MODIFIER
-from integration.sync import Group, dry_run_bundle
+from integration.pipeline import dry_run_bundle
+from integration.sync import Group
 from mappings.loader import default_tables
 
 ROOT = Path(__file__).resolve().parents[2]

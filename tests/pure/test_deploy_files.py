@@ -150,3 +150,23 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     missing = sorted(n for n in known_settings() if not n.endswith("_FILE") and n not in readme)
     assert not missing, f"README configuration table lacks {missing}"
+
+
+def test_hapi_is_configured_for_what_ptbill_needs():
+    """The stand-in EMR behaves as the README's "What an EMR must support" says an EMR must."""
+    from integration.settings import Settings
+
+    env = {k: str(v) for k, v in services()["hapi"]["environment"].items()}
+    defaults = Settings.from_env({})
+    assert env["hapi.fhir.fhir_version"] == "R4"
+    # a cached search result would hide edits from the sync window and from the read-back before writes
+    assert env["hapi.fhir.reuse_cached_search_results_millis"] == "0"
+    # the default write mode ("auto") creates by PUT with ptbill's own ids ("ptb-" + hash) where the server
+    # allows client ids, as this HAPI does
+    assert defaults.write_mode == "auto" and env["hapi.fhir.client_id_strategy"] in ("ANY", "ALPHANUMERIC")
+    # pages of ptbill's default size come whole
+    assert int(env["hapi.fhir.max_page_size"]) >= defaults.page_size
+    assert int(env["hapi.fhir.default_page_size"]) >= 1
+    # deleted Procedures stay in their history (the sync finds them there); no narrative is generated
+    assert env["hapi.fhir.delete_expunge_enabled"] == "false" and env["hapi.fhir.expunge_enabled"] == "false"
+    assert env["hapi.fhir.narrative_enabled"] == "false"

@@ -166,3 +166,20 @@ def test_configure_quiets_chatty_libraries(capture):
     _, buf = capture
     logging.getLogger("urllib3.connectionpool").info("GET /fhir/Patient?name=%s", PHI)
     assert buf.getvalue() == ""
+
+
+def test_exceptions_log_where_they_happened_without_their_message(capture):
+    log, buf = capture
+
+    def deep() -> None:
+        raise AttributeError(f"'{PHI}' object has no attribute 'x'")
+
+    try:
+        deep()
+    except AttributeError:
+        log.error("Unrecoverable error", exc_info=True)
+    (rec,) = lines(buf)
+    assert rec["exc_type"] == "AttributeError"
+    where = rec["exc_where"]
+    assert isinstance(where, list) and where[-1].endswith(" deep") and "test_logs.py:" in where[-1]
+    assert PHI not in buf.getvalue()

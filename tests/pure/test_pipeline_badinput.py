@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from integration.fhir.extract import group_bundle
-from integration.fhir.writeback import build_outputs, plan_writes
+from integration.fhir.writeback import build_outputs, build_transaction, plan_writes
 from integration.sync import Group, decide_group, r4b_validator
 from mappings.loader import default_tables
 from tasks.cli import main as cli_main
@@ -215,8 +215,9 @@ def run_pipeline(bundle: Any) -> dict[str, Any]:
         facts, decision = decide_group(g, TABLES)
         desired = build_outputs(facts, decision)
         plan = plan_writes(facts, decision, desired, {})
-        if plan.bundle is not None:
-            for e in plan.bundle["entry"]:
+        bundle = build_transaction(facts, decision, plan)
+        if bundle is not None:
+            for e in bundle["entry"]:
                 VALIDATE(e["resource"])  # raises OutputValidationError on invalid R4B
         for o in desired:
             VALIDATE(o.resource)

@@ -20,7 +20,7 @@ def test_defaults_from_an_empty_environment():
     assert s.tls_verify is True
     assert s.auth_type == "none"
     assert s.encounter_statuses == ("finished",)
-    assert s.write_mode == "id"
+    assert s.write_mode == "auto"
     assert s.log_format == "json"
 
 
