@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from integration.fhir import extract as fhir_extract  # the patient's earlier visits (issue 8 §4)
 from integration.fhir.extract import reference_key
 
 
@@ -102,6 +103,7 @@ def slim(group: Group) -> Group:
         if (
             key in wanted
             or rtype in STAFF_TYPES
+            or (rtype == fhir_extract.PRIOR_VISITS_TYPE and res.get("patient") == patient)  # hashes only
             or to_key(res.get("encounter")) == me
             or (rtype == "Coverage" and patient is not None and to_key(res.get("beneficiary")) == patient)
             or (rtype == "ChargeItem" and patient is not None and to_key(res.get("subject")) == patient)
@@ -118,6 +120,12 @@ def slim(group: Group) -> Group:
 
 def attach_context(group: Group, context: dict[str, dict[str, Any]]) -> Group:
     rel = dict(group.related)
+    me = f"Encounter/{group.encounter.get('id')}"
     for k, v in context.items():
+        if v.get("resourceType") == "Procedure" and ref_of(v.get("encounter")) != me:
+            continue  # another visit's documentation: kept as hashes and dates only (issue 8 §4)
         rel.setdefault(k, v)
+    prior = fhir_extract.prior_visits_summary(context, ref_of(group.encounter.get("subject")), me)
+    if prior is not None:
+        rel[f"{fhir_extract.PRIOR_VISITS_TYPE}/{prior['id']}"] = prior
     return Group(group.encounter, rel)

@@ -107,6 +107,16 @@ class PriorCharge:
 
 
 @dataclass(frozen=True)
+class PriorVisit:
+    """An earlier visit of the same patient, kept PHI-minimal: its date and a hash of each Procedure's
+    normalised documentation (integration/classify/cloned.py), never the text."""
+
+    encounter: str | None  # "Encounter/123"
+    date: date | None
+    text_hashes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class EpisodeFacts:
     """What is known of the episode of care this encounter belongs to (all optional)."""
 
@@ -136,6 +146,7 @@ class EncounterFacts:
     documented_total_treatment_minutes: int | None = None
     episode: EpisodeFacts | None = None
     input_problems: tuple[str, ...] = ()  # what extraction could not read (counted, never dropped)
+    prior_visits: tuple[PriorVisit, ...] = ()  # the patient's earlier visits (copy-forward check, issue 8 §4)
 
 
 # --- outputs ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from integration.billing.rules import BillingRules
 from integration.billing.steps import (
     add_ons,
     assistant,
+    cloned,
     discipline_modifiers,
     documentation,
     entries,
@@ -51,6 +52,8 @@ STEPS: tuple[Step, ...] = (
     payer.apply,  # who pays on this date: every later rule is read for this payer profile (or stop: no rules)
     entries.apply,  # one entry per documented code (mixed entries split into code shares) -- before payer
     # codes, so a share's code gets the payer's code too
+    cloned.apply,  # copy-forward: an entry documented word for word as at the previous visit is not billed
+    # (issue 8 §4) -- before payer codes, so nothing is priced, counted or edited for it
     payer_codes.apply,  # the payer's code (substitutions both ways), bundled, not covered -> items with
     # their catalogue row; untimed minutes noted before an item is dropped
     add_ons.pair,  # add-on alone -> no line; a continuing add-on counts its time with its primary -- before

@@ -14,6 +14,7 @@ import threading
 from datetime import date
 from functools import partial
 
+from integration.classify import wider
 from integration.classify.engine import Compiled, classify_with, compiled_for, relevance_with
 from integration.classify.entry import CodeSets, LabelClassifier, classify_entry, letters
 from integration.model import UNSUPPORTED, Classification, Intervention
@@ -31,7 +32,9 @@ def classify(itv: Intervention, tables: Tables, *, on: date | None = None) -> Cl
     """Classify one intervention as of the date of service ``on`` (rows in force then; all rows when None)."""
     day = on or itv.performed_date
     comp = compiled_for(tables, day)
-    return classify_entry(partial(classify_with, comp), itv, _code_sets(tables, day), _labels(comp))
+    entry = classify_entry(partial(classify_with, comp), itv, _code_sets(tables, day), _labels(comp))
+    # wider code set (issue 8 §5): muscle counts (20560/20561) and evaluation complexity, on the entry
+    return wider.refine(tables, day, comp, itv, entry)
 
 
 def therapy_relevance(itv: Intervention, tables: Tables) -> str | None:

@@ -56,6 +56,7 @@ from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
 
+from integration.classify.cloned import text_hash
 from integration.errors import InputError
 from integration.model import (
     CPT,
@@ -68,6 +69,7 @@ from integration.model import (
     PerformerRef,
     PractitionerFacts,
     PriorCharge,
+    PriorVisit,
 )
 
 EXT_BASE = "https://ptbill.dev/fhir/StructureDefinition/"
@@ -640,6 +642,7 @@ def extract_encounter(encounter: dict[str, Any], related: Mapping[str, dict[str,
 
     practitioners = _practitioners(encounter, interventions, resources, resolver, problems)
     episode = _episode(encounter, resolver, where, problems)
+    prior_visits = _prior_visits(resources, resolver, patient_key, enc_key)
     meta = _d(encounter.get("meta"))
 
     return EncounterFacts(
@@ -659,7 +662,82 @@ def extract_encounter(encounter: dict[str, Any], related: Mapping[str, dict[str,
         documented_total_treatment_minutes=total_treatment,
         episode=episode,
         input_problems=tuple(dict.fromkeys(problems)),
+        prior_visits=prior_visits,
     )
+
+
+# --- the patient's earlier visits (copy-forward check, issue 8 §4) -----------------------------
+
+PRIOR_VISITS_TYPE = "PtbillPriorVisits"  # ptbill's own summary in the claim check (never sent to a server)
+
+
+def _prior_visits(
+    resources: Iterable[dict[str, Any]], resolver: _Resolver, patient_key: str | None, me: str
+) -> tuple[PriorVisit, ...]:
+    """The patient's other visits: from their Procedures when fetched, and from a summary (the claim
+    check keeps hashes and dates only: ``prior_visits_summary``)."""
+    if patient_key is None:
+        return ()
+    visits: dict[str, tuple[date | None, list[str]]] = {}
+    for res in resources:
+        rt = res.get("resourceType")
+        if rt == PRIOR_VISITS_TYPE and _s(res.get("patient")) == patient_key:
+            for v in _list(res, "visits", "visits", None):
+                if isinstance(v, dict) and _s(v.get("encounter")):
+                    enc = str(v["encounter"])
+                    hashes = [h for h in _list(v, "hashes", "hashes", None) if isinstance(h, str)]
+                    visits.setdefault(enc, (_date_of(v.get("date")), []))[1].extend(hashes)
+            continue
+        if rt != "Procedure" or _s(res.get("status")) in ("entered-in-error", "not-done"):
+            continue
+        subject = res.get("subject") if res.get("subject") is not None else res.get("patient")
+        if resolver.key(subject, res) != patient_key:
+            continue
+        other = resolver.key(res.get("encounter"), res)
+        if other is None or other == me:
+            continue
+        try:
+            itv = _intervention(res, None, [])
+        except InputError:
+            continue
+        when = itv.performed_date
+        if when is None:
+            target = resolver.resolve(res.get("encounter"), res)
+            when = _date_of(_d(_d(target).get("period")).get("start")) if target is not None else None
+        h, _words = text_hash(itv.full_text())
+        d, hs = visits.setdefault(other, (when, []))
+        if d is None and when is not None:
+            visits[other] = (when, hs)
+        if h:
+            hs.append(h)
+    return tuple(PriorVisit(enc, d, tuple(dict.fromkeys(hs))) for enc, (d, hs) in sorted(visits.items()))
+
+
+def prior_visits_summary(
+    related: Mapping[str, Any], patient_key: str | None, me: str
+) -> dict[str, Any] | None:
+    """The patient's other visits as one small resource for the claim check: dates and text hashes, no
+    text (so the stored encounter holds no other visit's documentation). None when there is none."""
+    seen: dict[str, dict[str, Any]] = {}
+    for res in related.values():
+        if isinstance(res, dict):
+            seen.setdefault(_key_of(res) or str(id(res)), res)
+    visits = _prior_visits(seen.values(), _Resolver(related), patient_key, me)
+    if not visits or patient_key is None:
+        return None
+    return {
+        "resourceType": PRIOR_VISITS_TYPE,
+        "id": patient_key.split("/", 1)[1],
+        "patient": patient_key,
+        "visits": [
+            {
+                "encounter": v.encounter,
+                "date": v.date.isoformat() if v.date else None,
+                "hashes": list(v.text_hashes),
+            }
+            for v in visits
+        ],
+    }
 
 
 def _canonical_performers(itv: Intervention, proc: dict[str, Any], resolver: _Resolver) -> Intervention:

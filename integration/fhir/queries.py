@@ -578,6 +578,7 @@ def context_requests(groups: Iterable[Group], known: set[str]) -> list[tuple[str
             q = quote(pref, safe="/")
             reqs.append((f"ctx:{pref}", f"Coverage?beneficiary={q}&_count=50"))
             reqs.append((f"ctx:{pref}", f"ChargeItem?subject={q}&_count=500"))
+            reqs.append((f"ctx:{pref}", f"Procedure?patient={q}&_count=500"))  # earlier visits (DOC-CLONED)
         for res in g.related.values():
             if res.get("resourceType") != "Procedure":
                 continue

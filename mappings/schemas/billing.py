@@ -173,6 +173,7 @@ DocumentationRuleName = Literal[
     "poc_recert_interval_days",
     "poc_recert_warn_before_days",
     "max_units_97150",
+    "cloned_min_words",
 ]
 
 

@@ -169,6 +169,7 @@ class DocRequirementRow(RowBase):
 
 
 LEXICON_TABLES = (
+    "classify_lex_crp", "classify_lex_needling", "classify_lex_cognitive", "classify_lex_sensory", "classify_lex_reintegration", "classify_lex_slp", "classify_lex_wider",  # noqa: E501 - issue 8 §5 wider code set; first, so their phrases win exact ties
     "classify_lex_parameters",
     "classify_lex_exercise",
     "classify_lex_functional",
@@ -289,4 +290,5 @@ SCHEMAS: dict[str, Schema[Any]] = {
     "classify_rules": Schema(RuleRow, key=("id",), crossref=_check_rules),
     "classify_doc_requirements": Schema(DocRequirementRow, key=("id",), crossref=_check_docs),
     **{name: Schema(LexiconRow, key=("id",), crossref=_check_lexicon(name)) for name in LEXICON_TABLES},
+    **{n: Schema(LexiconRow, key=("id",), crossref=_check_lexicon(n)) for n in ("classify_side_muscles", "classify_side_eval")},  # noqa: E501 - issue 8 §5: read by classify/wider.py only
 }

@@ -31,6 +31,24 @@ F_TREATMENT_LT_TIMED = "DOC-TREATMENT-LT-TIMED"
 F_TREATMENT_MISMATCH = "DOC-TREATMENT-MINUTES-MISMATCH"
 F_TOTALS_MISSING = "DOC-TOTALS-MISSING"
 
+# --- wider code set (issue 8 §5): classification findings a person must act on -> Tasks ------------------
+RULE_DOC_TASKS = Rule(
+    "DOC-CLASSIFY-TASKS",
+    "Issue 8 §5: where the documentation does not establish the code, a person documents or attests "
+    "(CPT 97161-97167 components, APTA/AOTA 2017; CPT 20560/20561) [SECONDARY]",
+)
+A_ATTEST_EVAL_COMPLEXITY = "ATTEST-EVAL-COMPLEXITY"
+A_DOC_NEEDLING_MUSCLES = "DOC-DRY-NEEDLING-MUSCLES"
+# classification finding code -> (Task code, what the person is asked to do)
+_TASK_FOR_FINDING = {
+    "DOC-EVAL-COMPLEXITY": (
+        A_ATTEST_EVAL_COMPLEXITY,
+        "Document or attest the evaluation's complexity components; the suggested level is the one the note "
+        "supports.",
+    ),
+    "DOC-DRY-NEEDLING-MUSCLES": (A_DOC_NEEDLING_MUSCLES, "Name each muscle needled (20560: 1-2, 20561: 3+)."),
+}
+
 
 def apply(ctx: BillingContext) -> None:
     prof = ctx.profile
@@ -118,6 +136,18 @@ def apply(ctx: BillingContext) -> None:
             "The treatment note should record total timed code minutes and total treatment minutes.",
             RULE_TOTALS,
         )
+    classification_tasks(ctx)
+
+
+def classification_tasks(ctx: BillingContext) -> None:
+    """One Task per classification finding a person must act on (evaluation complexity to attest, needled
+    muscles to name, a note copied from an earlier visit), with the finding's own detail."""
+    for ci in ctx.classified:
+        for f in ci.classification.findings:
+            task = _TASK_FOR_FINDING.get(f.code)
+            if task is not None:
+                code, ask = task
+                ctx.action(code, f"{ask} {f.message}", RULE_DOC_TASKS, f.procedure_ids, f.line_code)
 
 
 def _unbilled_timed(ctx: BillingContext) -> int:
