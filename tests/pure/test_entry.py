@@ -16,7 +16,8 @@ from integration.classify import classify
 from integration.classify.entry import F_HEADING, F_MIXED, CodeSets, classify_entry
 from integration.fhir.extract import group_bundle
 from integration.model import CPT, UNSUPPORTED, Classification, Coding, Intervention
-from integration.sync import Group, dry_run_bundle
+from integration.pipeline import dry_run_bundle
+from integration.sync import Group
 from mappings.loader import Tables, default_tables
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
