@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from integration.fhir.client import FhirClient
+from integration.fhir.writeback import ENCOUNTER_TAG
 from tests.integration.support import env_for, ptbill
 
 pytestmark = pytest.mark.integration
@@ -73,17 +74,17 @@ def test_second_visit_with_the_same_note_is_flagged(fhir_server, redis_url):
             for t in ("DetectedIssue", "Task", "ChargeItem")
         )
 
+    def encounter_of(r: dict[str, Any]) -> set[str]:  # encounter-owned resources carry the encounter tag
+        return {t["code"] for t in r.get("meta", {}).get("tag", []) if t.get("system") == ENCOUNTER_TAG}
+
     def of(resources: list[dict[str, Any]], code: str) -> set[str]:
-        out = set()
+        out: set[str] = set()
         for r in resources:
-            codes = {c.get("code") for c in r.get("code", {}).get("coding", [])}
-            if code in codes:
-                out |= {
-                    i["value"].split("|")[1] for i in r.get("identifier", []) if "|" in i.get("value", "")
-                }
+            if code in {c.get("code") for c in r.get("code", {}).get("coding", [])}:
+                out |= encounter_of(r)
         return out
 
     assert of(issues, "DOC-CLONED") == {"clone-e2"}
     assert of(tasks, "DOC-CLONED") == {"clone-e2"}
-    billed = {i["value"].split("|")[1] for r in charges for i in r.get("identifier", []) if "|" in i["value"]}
+    billed = {e for r in charges if r.get("status") == "planned" for e in encounter_of(r)}
     assert billed == {"clone-e1", "clone-e3"}
