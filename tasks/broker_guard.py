@@ -8,6 +8,11 @@ the worker ("Unrecoverable error: AttributeError"; kombu 5.7, seen in tests/inte
 ``test_redis_restarted_mid_sync``). Nothing is lost by skipping that restore: with the Redis transport an
 unacked message stays in Redis' unacked set and is restored after the visibility timeout by any worker
 (and when Redis itself restarted empty, there is nothing to restore).
+
+The same torn-down channel is reached again when a task that was running at the loss finishes and its
+message is acked (``QoS.ack`` -> ``conn_or_acquire``). There the guard turns the ``AttributeError`` into
+the connection error it is (``redis.exceptions.ConnectionError``), which Celery's ack path logs and survives;
+the message stays unacked, comes back after the visibility timeout and is processed again (idempotently).
 """
 
 from __future__ import annotations
@@ -38,3 +43,12 @@ def install() -> None:
 
     restore_unacked._ptbill_guarded = True  # type: ignore[attr-defined]
     kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
+
+    connparams = kombu_redis.Channel._connparams
+
+    def _connparams(self: Any, asynchronous: bool = False) -> Any:
+        if getattr(getattr(self, "connection", None), "client", None) is None:
+            raise kombu_redis.redis.exceptions.ConnectionError("the broker connection is already closed")
+        return connparams(self, asynchronous=asynchronous)
+
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]
