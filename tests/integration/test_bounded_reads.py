@@ -49,7 +49,7 @@ def status(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
     ("setting", "value", "said"),
     [
         ("PTBILL_MAX_PAGES", "2", "PTBILL_MAX_PAGES"),
-        ("PTBILL_SYNC_DEADLINE", "0.001", "PTBILL_SYNC_DEADLINE"),
+        ("PTBILL_SYNC_DEADLINE", "1", "PTBILL_SYNC_DEADLINE"),
     ],
 )
 def test_a_run_over_its_bounds_fails_releases_its_lock_and_status_says_so(
