@@ -214,7 +214,7 @@ def begin_run(
         )
         st.set_run_fields(st_run.run_id, {"status": "skipped-locked"})
         return None
-    marks: dict[str, str | int] = {"write_strategy": check.write.describe()}
+    marks: dict[str, str | int] = {"write_strategy": check.strategy, "write_detail": check.write.describe()}
     if backfill:
         marks["backfill"] = 1
     elif since <= rt.settings.initial_since:

@@ -103,6 +103,9 @@ def letters(text: str) -> str:
     return _NOT_LETTERS.sub("", text.lower())
 
 
+_CODING_ONLY = "R-CODING-ONLY"  # the engine's rule: a coded Procedure whose text names nothing
+
+
 def classify_entry(
     classify_one: Classifier,
     itv: Intervention,
@@ -146,8 +149,8 @@ def _under_labels(
         return None  # a label naming no code, or a group / evaluation: the whole text decides
     s = seg.segments[0]
     content = classify_one(replace(itv, text=s.text, notes=()))
-    if content.code == UNSUPPORTED:
-        return None
+    if content.code == UNSUPPORTED or _CODING_ONLY in content.rule_ids:
+        return None  # the content alone names nothing (a code on the Procedure is not content)
     item = _item(s, content)
     contra: list[tuple[str, str, tuple[str, ...]]] = [
         (label, c, (content.code,)) for label, c, _alts in named if c != content.code

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import requests
 from integration.fhir.writeback import ENCOUNTER_TAG, IDENTIFIER_SYSTEM, LOCAL_REF, PTBILL_TAG, RETIRED_STATUS
 from ptbill_demo.embedded import SekmetServer
 from tests.integration.medplum_server import MedplumServer, seed_clinic, unavailable_reason
-from tests.integration.support import env_for, seed, send_sync, state_for, wait_run
+from tests.integration.support import env_for, seed, send_sync, state_for, wait_for, wait_run
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +86,24 @@ class Server:
         body = {k: v for k, v in resource.items() if k != "meta"}
         r = self.http.put(f"{self.base}/{resource['resourceType']}/{resource['id']}", json=body, timeout=30)
         assert r.status_code in (200, 201), r.text[:500]
+        stamp = ((r.json() or {}).get("meta") or {}).get("lastUpdated")
+        if isinstance(stamp, str):
+            edited = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            self.last_edit = max(self.last_edit or edited, edited)
+
+    last_edit: datetime | None = None
+
+    def clock(self) -> datetime:
+        """The server's clock (its HTTP Date header: whole seconds)."""
+        r = self.http.get(f"{self.base}/metadata", timeout=30)
+        return parsedate_to_datetime(r.headers["Date"])
+
+    def settle(self) -> None:
+        """Wait until the server's clock (whole seconds) has passed the last edit: a sync window ends at the
+        server's clock, never after it, so an edit of this very second belongs to the next run."""
+        if self.last_edit is not None:
+            edited = self.last_edit
+            wait_for(lambda: self.clock() > edited, 10, "the server's clock to pass the last edit")
 
     def ptbill(self) -> dict[str, dict[str, Any]]:
         """Every resource ptbill wrote, by ``Type/id`` (Provenances included)."""
@@ -196,6 +215,7 @@ def test_e2e_on_every_server(kind: str, tmp_path: Path, redis_url: str, workers:
         proc = srv.read(proc_ref)
         assert proc is not None
         srv.put({**proc, "status": "not-done"})
+        srv.settle()
 
         info = run_sync(env)
         assert int(info["processed"]) >= 3 and int(info["withdrawn"]) == 1, info
