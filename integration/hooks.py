@@ -187,6 +187,13 @@ class HookService:
                     412, "encounter-not-found", "prefetch.encounter is not context.encounterId"
                 )
             group = group_of(pair[0], pair[1])
+            # the patient's other visits (prefetch "visits"): dates and text hashes only, as in the sync
+            visits = {
+                f"Procedure/{r['id']}": r
+                for _, r in got.entries
+                if r.get("resourceType") == "Procedure" and r.get("id")
+            }
+            group = attach_context(group, visits)
         facts, decision = decide(group, self.tables)
         if facts.patient_id is not None and facts.patient_id != req.patient_id:
             raise HookRequestError(400, "context-mismatch", "the encounter belongs to another patient")

@@ -33,6 +33,9 @@ DISCHARGE_PREFETCH: Mapping[str, str] = {
     "coverage": "Coverage?patient={{context.patientId}}&_include=Coverage:payor",
     "episodes": "EpisodeOfCare?patient={{context.patientId}}",
     "charges": "ChargeItem?patient={{context.patientId}}",
+    # the patient's other visits, as the sync reads them for the copy-forward check (kept as dates and text
+    # hashes only: integration.claim.attach_context)
+    "visits": "Procedure?patient={{context.patientId}}",
 }
 # Without these the decision is not the sync's (no interventions, or the wrong payer rules): fetch or 412.
 DISCHARGE_REQUIRED = ("encounter", "procedures", "coverage")

@@ -26,6 +26,7 @@ import redis
 from celery import Celery
 
 from ptbill_demo.embedded import SekmetServer, free_port
+from tests import capability_statements
 from tests.integration.conftest import Workers
 from tests.integration.support import env_for, ptbill, seed, send_sync, state_for, wait_for, wait_run
 
@@ -83,6 +84,9 @@ class EndlessServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if self.path.split("?")[0].endswith("/metadata"):  # a server declaring all ptbill needs
+                    self._send(capability_statements.complete())
+                    return
                 time.sleep(0.05)
                 port = self.server.server_address[1]
                 page = {
@@ -98,7 +102,10 @@ class EndlessServer:
                     ],
                     "entry": [],
                 }
-                body = json.dumps(page).encode()
+                self._send(page)
+
+            def _send(self, doc: dict[str, Any]) -> None:
+                body = json.dumps(doc).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/fhir+json")
                 self.send_header("Content-Length", str(len(body)))

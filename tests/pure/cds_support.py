@@ -33,17 +33,21 @@ def as_prefetch(bundle: dict[str, Any], encounter_id: str | None = None) -> tupl
     """(prefetch, encounter id, patient id) for ptbill's encounter-discharge templates."""
     encounters = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Encounter"]
     enc = next(e for e in encounters if encounter_id in (None, e["id"]))
-    keys: dict[str, list[dict[str, Any]]] = {k: [] for k in ("procedures", "coverage", "episodes", "charges")}
+    keys: dict[str, list[dict[str, Any]]] = {
+        k: [] for k in ("procedures", "coverage", "episodes", "charges", "visits")
+    }
+    patient_ref = enc["subject"]["reference"]
     for e in bundle["entry"]:
         r = e["resource"]
         key = KEY_OF_TYPE.get(r["resourceType"])
         if key is None:
             continue
-        if (
-            r["resourceType"] == "Procedure"
-            and (r.get("encounter") or {}).get("reference") != f"Encounter/{enc['id']}"
-        ):
-            continue
+        if r["resourceType"] == "Procedure":
+            if (r.get("subject") or {}).get("reference") == patient_ref:
+                visit = {"fullUrl": e.get("fullUrl"), "resource": r, "search": {"mode": "match"}}
+                keys["visits"].append(visit)
+            if (r.get("encounter") or {}).get("reference") != f"Encounter/{enc['id']}":
+                continue
         mode = (
             "match"
             if r["resourceType"] in ("Procedure", "Coverage", "EpisodeOfCare", "ChargeItem")
