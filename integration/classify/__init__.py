@@ -25,6 +25,7 @@ __all__ = ["classify", "therapy_relevance"]
 _CODE_SETS: dict[tuple[int, date | None], tuple[Tables, CodeSets]] = {}
 _CODE_SETS_LOCK = threading.Lock()
 _LABELS: dict[int, tuple[Compiled, LabelClassifier]] = {}
+_CATEGORIES: dict[int, tuple[Compiled, frozenset[str]]] = {}
 _LABELS_MAX = 10_000  # distinct heading labels per table set (at most 60 characters each)
 
 
@@ -32,7 +33,7 @@ def classify(itv: Intervention, tables: Tables, *, on: date | None = None) -> Cl
     """Classify one intervention as of the date of service ``on`` (rows in force then; all rows when None)."""
     day = on or itv.performed_date
     comp = compiled_for(tables, day)
-    entry = classify_entry(partial(classify_with, comp), itv, _code_sets(tables, day), _labels(comp))
+    entry = classify_entry(partial(classify_with, comp), itv, _code_sets(tables, day, comp), _labels(comp))
     # wider code set (issue 8 §5): muscle counts (20560/20561) and evaluation complexity, on the entry
     return wider.refine(tables, day, comp, itv, entry)
 
@@ -76,7 +77,21 @@ def _categories(tables: Tables, on: date | None) -> frozenset[str]:
     return frozenset(x for x in out if x)
 
 
-def _code_sets(tables: Tables, on: date | None) -> CodeSets:
+def _categories_for(tables: Tables, on: date | None, comp: Compiled) -> frozenset[str]:
+    """:func:`_categories`, once per compiled classifier table set (the concept and abbreviation rows in force
+    change only where the compiled tables do, not with every date of service)."""
+    hit = _CATEGORIES.get(id(comp))
+    if hit is not None and hit[0] is comp:
+        return hit[1]
+    names = _categories(tables, on)
+    with _CODE_SETS_LOCK:
+        if len(_CATEGORIES) >= 64:
+            _CATEGORIES.clear()
+        _CATEGORIES[id(comp)] = (comp, names)
+    return names
+
+
+def _code_sets(tables: Tables, on: date | None, comp: Compiled) -> CodeSets:
     """Untimed and whole-session codes (core/billable_codes.yaml ``timed``, ``category``) as of ``on``."""
     key = (id(tables), on)
     hit = _CODE_SETS.get(key)
@@ -86,7 +101,7 @@ def _code_sets(tables: Tables, on: date | None) -> CodeSets:
     sets = CodeSets(
         untimed=frozenset(r.code for r in rows if not r.timed),
         session=frozenset(r.code for r in rows if r.category in ("evaluation", "group")),
-        categories=_categories(tables, on),
+        categories=_categories_for(tables, on, comp),
     )
     with _CODE_SETS_LOCK:
         if len(_CODE_SETS) >= 256:
