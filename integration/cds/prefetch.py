@@ -20,7 +20,7 @@ from typing import Any
 from integration.cds.cards import OPEN_TASK_STATUSES
 from integration.errors import InputError
 from integration.fhir.extract import group_bundle
-from integration.fhir.writeback import IDENTIFIER_SYSTEM, OWN_STATUS, PTBILL_TAG
+from integration.fhir.writeback import PTBILL_TAG, own_suggestion
 
 _TAG = f"{PTBILL_TAG}|ptbill"
 
@@ -123,21 +123,6 @@ def _add(
         seen.add(key)
     entries.append((full_url, res))
 
-
-def own_suggestion(resource: Mapping[str, Any]) -> bool:
-    """A ChargeItem ptbill suggested that nobody has reviewed (still ``planned``): not a charge on file.
-
-    The sync leaves these out of the context (``integration.sync.own_suggestion``, same test), so a hook's
-    decision does not depend on what ptbill wrote for other encounters.
-    """
-    return (
-        resource.get("resourceType") == "ChargeItem"
-        and resource.get("status") == OWN_STATUS["ChargeItem"]
-        and any(
-            isinstance(i, dict) and i.get("system") == IDENTIFIER_SYSTEM
-            for i in resource.get("identifier") or []
-        )
-    )
 
 
 def discharge_group(

@@ -38,7 +38,9 @@ from integration.claim import Group, ref_of
 from integration.errors import FhirError, FhirFatalError, InputError, PtbillError
 from integration.fhir.client import FhirClient, parse_transaction_response
 from integration.fhir.extract import group_bundle
-from integration.fhir.writeback import IDENTIFIER_SYSTEM, OWN_STATUS
+from integration.fhir.writeback import (
+    own_suggestion,
+)
 
 log = logging.getLogger("ptbill.queries")
 
@@ -601,23 +603,6 @@ def context_requests(groups: Iterable[Group], known: set[str]) -> list[tuple[str
                     )
     return reqs
 
-
-def own_suggestion(resource: dict[str, Any]) -> bool:
-    """A ChargeItem ptbill suggested that nobody has reviewed yet (still in ptbill's own status).
-
-    It is not a charge on file, so it is left out of the context (prior charges for KX and visit caps):
-    otherwise an encounter's decision would depend on whether the run had already written the other
-    encounters' suggestions - on processing order and timing, retries and faults - and re-runs would keep
-    rewriting it. Charges a person has acted on (billable, billed...) and the EMR's own charges count.
-    """
-    return (
-        resource.get("resourceType") == "ChargeItem"
-        and resource.get("status") == OWN_STATUS["ChargeItem"]
-        and any(
-            isinstance(i, dict) and i.get("system") == IDENTIFIER_SYSTEM
-            for i in resource.get("identifier") or []
-        )
-    )
 
 
 def fetch_context(

@@ -866,3 +866,21 @@ def provenance_entry(
     if conditional_create:
         request["ifNoneExist"] = tag_query(CHANGE_TAG, change)
     return {"resource": prov, "request": request}
+
+
+def own_suggestion(resource: dict[str, Any]) -> bool:
+    """A ChargeItem ptbill suggested that nobody has reviewed yet (still in ptbill's own status).
+
+    It is not a charge on file, so it is left out of the context (prior charges for KX and visit caps):
+    otherwise an encounter's decision would depend on whether the run had already written the other
+    encounters' suggestions - on processing order and timing, retries and faults - and re-runs would keep
+    rewriting it. Charges a person has acted on (billable, billed...) and the EMR's own charges count.
+    """
+    return (
+        resource.get("resourceType") == "ChargeItem"
+        and resource.get("status") == OWN_STATUS["ChargeItem"]
+        and any(
+            isinstance(i, dict) and i.get("system") == IDENTIFIER_SYSTEM
+            for i in resource.get("identifier") or []
+        )
+    )
